@@ -1,0 +1,5 @@
+"""``python -m oscdeep`` runs the command-line interface."""
+
+from oscdeep.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The library database: SQLAlchemy models, engine and queries. No image maths here."""

@@ -1,0 +1,1 @@
+"""File formats: reading frames and their metadata, writing outputs. No database here."""

@@ -1,0 +1,139 @@
+"""FITS frames through astropy: header-only reads, image reads in top-down order, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+
+from oscdeep.errors import FrameReadError
+from oscdeep.io.atomic import atomic_path
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+def is_fits_name(path: str | os.PathLike[str]) -> bool:
+    """True if the file name has a FITS suffix (any case)."""
+    return str(path).lower().endswith(FITS_SUFFIXES)
+
+
+def _image_hdu_index(hdul: fits.HDUList, path: Path) -> int:
+    for i, hdu in enumerate(hdul):
+        if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2:
+            return i
+    raise FrameReadError(path, "FITS file has no 2-D image")
+
+
+def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
+    """Header of the first 2-D image HDU, without reading pixel data.
+
+    Checks that the file is long enough to hold the data the header announces, so truncated
+    files are caught at ingest without decoding them.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                idx = _image_hdu_index(hdul, path)
+                hdu = hdul[idx]
+                header = hdu.header.copy()
+                if not str(path).lower().endswith(".gz"):
+                    info = hdul.fileinfo(idx)
+                    if info is not None:
+                        need = info["datLoc"] + abs(header["BITPIX"]) // 8 * _n_pixels(header)
+                        if path.stat().st_size < need:
+                            raise FrameReadError(
+                                path,
+                                f"truncated FITS: {path.stat().st_size} bytes, "
+                                f"header announces {need}",
+                            )
+                return header
+    except FrameReadError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise FrameReadError(path, f"not a readable FITS file ({exc})") from exc
+
+
+def _n_pixels(header: fits.Header) -> int:
+    n = 1
+    for i in range(1, int(header.get("NAXIS", 0)) + 1):
+        n *= int(header.get(f"NAXIS{i}", 0))
+    return n
+
+
+def is_bottom_up(header: fits.Header) -> bool:
+    """True if the header says rows are stored bottom-up (ROWORDER = 'BOTTOM-UP')."""
+    return str(header.get("ROWORDER", "")).strip().upper() == "BOTTOM-UP"
+
+
+def read_fits_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, fits.Header]:
+    """Pixel data as native-endian float32 in top-down row order, and the header.
+
+    BZERO/BSCALE are applied; a BOTTOM-UP file is flipped so row 0 is the top of the picture.
+    A 3-D (3, H, W) colour cube is returned as (H, W, 3).
+    """
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            idx = _image_hdu_index(hdul, path)
+            hdu = hdul[idx]
+            data = hdu.data
+            header = hdu.header.copy()
+    except FrameReadError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise FrameReadError(path, f"cannot read FITS image ({exc})") from exc
+    if data is None:
+        raise FrameReadError(path, "FITS image HDU has no data")
+    image = np.asarray(data, dtype=np.float32)
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = np.moveaxis(image, 0, -1)
+    elif image.ndim != 2:
+        raise FrameReadError(path, f"unsupported FITS image shape {data.shape}")
+    if is_bottom_up(header):
+        image = image[::-1]
+    return np.ascontiguousarray(image), header
+
+
+def write_fits_image(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    header: fits.Header | dict[str, Any] | None = None,
+    *,
+    history: list[str] | None = None,
+    dtype: str = "float32",
+) -> Path:
+    """Write ``image`` (top-down, (H, W) or (H, W, 3)) atomically as a FITS file.
+
+    ``dtype`` is ``"float32"`` (BITPIX -32) or ``"uint16"`` (BITPIX 16 with BZERO 32768, as
+    cameras write). Rows are written top-down and marked ``ROWORDER = 'TOP-DOWN'``.
+    """
+    path = Path(path)
+    data = np.asarray(image)
+    if data.ndim == 3:
+        data = np.moveaxis(data, -1, 0)
+    hdr = fits.Header()
+    if header is not None:
+        for key, value in (header.items() if isinstance(header, dict) else header.items()):
+            if key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
+                       "BZERO", "BSCALE", "HISTORY", "COMMENT"):
+                continue
+            hdr[key] = value
+    hdr["ROWORDER"] = ("TOP-DOWN", "row 0 is the top of the picture")
+    for line in history or []:
+        hdr.add_history(line)
+    if dtype == "uint16":
+        hdu = fits.PrimaryHDU(np.clip(np.rint(data), 0, 65535).astype(np.uint16), header=hdr)
+    elif dtype == "float32":
+        hdu = fits.PrimaryHDU(data.astype(np.float32, copy=False), header=hdr)
+    else:
+        raise ValueError(f"unsupported FITS dtype {dtype!r}")
+    with atomic_path(path) as tmp:
+        hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
+    return path

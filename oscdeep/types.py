@@ -1,0 +1,62 @@
+"""Shared enums, array aliases and conventions, stated once.
+
+Conventions used everywhere in oscdeep:
+
+* Image arrays are float32 working data: ``(H, W)`` for a CFA mosaic or mono frame,
+  ``(H, W, 3)`` for RGB (channel order R, G, B).
+* Arrays are held in *top-down* order: row 0 is the top row of the picture as the camera
+  sees it. FITS files marked ``ROWORDER = 'BOTTOM-UP'`` are flipped on read.
+* A Bayer pattern string names the colours of the 2x2 cell at array rows 0-1, columns 0-1,
+  read left to right, top to bottom (``"RGGB"``: R at (0,0), G at (0,1), G at (1,0), B at (1,1)).
+* Pixel coordinates are ``(x, y)`` with 0 at the centre of the first pixel; NaN means no data.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Image: TypeAlias = npt.NDArray[np.float32]
+"""A float32 frame: (H, W) mosaic/mono or (H, W, 3) RGB."""
+
+BAYER_PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
+BayerPattern: TypeAlias = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
+
+
+class FrameKind(StrEnum):
+    """What a frame was taken for."""
+
+    LIGHT = "light"
+    DARK = "dark"
+    FLAT = "flat"
+    BIAS = "bias"
+    DARKFLAT = "darkflat"
+
+
+class FrameStatus(StrEnum):
+    """Whether a frame takes part in processing."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class FileFormat(StrEnum):
+    """Container format of a source file."""
+
+    FITS = "fits"
+    RAW = "raw"
+
+
+def shift_pattern(pattern: str, dx: int, dy: int) -> str:
+    """Pattern seen when the 2x2 cell is read starting ``dx`` columns right, ``dy`` rows down."""
+    cell = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]
+    return "".join(cell[(r + dy) % 2][(c + dx) % 2] for r in (0, 1) for c in (0, 1))
+
+
+def flip_pattern_rows(pattern: str, height: int) -> str:
+    """Pattern of a mosaic of ``height`` rows after flipping it upside down."""
+    return shift_pattern(pattern, 0, (height - 1) % 2)
