@@ -156,7 +156,8 @@ def open_library(db: str | os.PathLike[str] | None = None, *, migrate: bool = Tr
                     f"library {url} is at schema {current or 'empty'}, this oscdeep needs {head}: "
                     "run `oscdeep db upgrade`"
                 )
-            if current is None and inspect(engine).get_table_names():
+            foreign = set(inspect(engine).get_table_names()) - {"alembic_version"}
+            if current is None and foreign:
                 raise DatabaseError(f"{url} holds tables that are not an oscdeep library")
             upgrade(engine, url)
     except SQLAlchemyError as exc:

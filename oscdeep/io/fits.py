@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 
 from oscdeep.errors import FrameReadError
 from oscdeep.io.atomic import atomic_path
@@ -38,7 +37,7 @@ def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyUserWarning)
+            warnings.simplefilter("ignore")  # malformed headers are reported, not warned about
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 idx = _image_hdu_index(hdul, path)
                 hdu = hdul[idx]

@@ -1,0 +1,138 @@
+"""Queries and small writes on the library that more than one command needs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session as OrmSession
+
+from oscdeep.db.models import Frame, Session, Target
+from oscdeep.errors import NotFoundError
+from oscdeep.types import FrameKind, FrameStatus
+
+
+def get_or_create_target(orm: OrmSession, name: str) -> Target:
+    """The target called ``name`` (case-insensitive), created if new."""
+    clean = " ".join(name.split())
+    found = orm.scalars(select(Target).where(func.lower(Target.name) == clean.lower())).first()
+    if found is not None:
+        return found
+    target = Target(name=clean)
+    orm.add(target)
+    orm.flush()
+    return target
+
+
+def get_or_create_session(
+    orm: OrmSession, name: str, *, target: Target | None, night: dt.date | None, source: str | None
+) -> tuple[Session, bool]:
+    """The session called ``name``, created if new; returns (session, created)."""
+    found = orm.scalars(select(Session).where(Session.name == name)).first()
+    if found is not None:
+        if found.target is None and target is not None:
+            found.target = target
+        return found, False
+    session = Session(name=name, target=target, night=night, source_path=source)
+    orm.add(session)
+    orm.flush()
+    return session, True
+
+
+def find_session(orm: OrmSession, ref: str) -> Session:
+    """A session by id or exact name (then case-insensitive prefix), or NotFoundError."""
+    if ref.isdigit():
+        found = orm.get(Session, int(ref))
+        if found is not None:
+            return found
+    found = orm.scalars(select(Session).where(Session.name == ref)).first()
+    if found is not None:
+        return found
+    like = orm.scalars(select(Session).where(func.lower(Session.name).startswith(ref.lower()))).all()
+    if len(like) == 1:
+        return like[0]
+    names = orm.scalars(select(Session.name).order_by(Session.name)).all()
+    if len(like) > 1:
+        raise NotFoundError(f"session {ref!r} is ambiguous: " + ", ".join(s.name for s in like))
+    known = ", ".join(names) if names else "none yet (add one with `oscdeep session add PATH`)"
+    raise NotFoundError(f"no session {ref!r}; sessions: {known}")
+
+
+def frames_by_hash(orm: OrmSession, hashes: list[str]) -> dict[str, Frame]:
+    """Frames already in the library whose content hash is in ``hashes``."""
+    out: dict[str, Frame] = {}
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start : start + 500]
+        for frame in orm.scalars(select(Frame).where(Frame.content_hash.in_(chunk))):
+            out[frame.content_hash] = frame
+    return out
+
+
+def frames_by_path(orm: OrmSession, paths: list[str]) -> dict[str, Frame]:
+    """Frames already in the library recorded at one of ``paths``."""
+    out: dict[str, Frame] = {}
+    for start in range(0, len(paths), 500):
+        chunk = paths[start : start + 500]
+        for frame in orm.scalars(select(Frame).where(Frame.path.in_(chunk))):
+            out[frame.path] = frame
+    return out
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    """Frames of one kind in a group: counts by status and integration time."""
+
+    kind: str
+    total: int
+    accepted: int
+    rejected: int
+    failed: int
+    exposure_s: float
+
+
+def kind_summary(orm: OrmSession, *, session_id: int | None = None) -> list[KindSummary]:
+    """Counts and integration time per frame kind, for one session or the whole library."""
+    stmt = select(
+        Frame.kind,
+        func.count(),
+        func.sum(case((Frame.status == FrameStatus.ACCEPTED, 1), else_=0)),
+        func.sum(case((Frame.status == FrameStatus.REJECTED, 1), else_=0)),
+        func.sum(case((Frame.status == FrameStatus.FAILED, 1), else_=0)),
+        func.coalesce(func.sum(Frame.exposure), 0.0),
+    ).group_by(Frame.kind)
+    if session_id is not None:
+        stmt = stmt.where(Frame.session_id == session_id)
+    order = {k.value: i for i, k in enumerate(FrameKind)}
+    rows = [KindSummary(k, n, a or 0, r or 0, f or 0, float(e or 0.0)) for k, n, a, r, f, e in orm.execute(stmt)]
+    return sorted(rows, key=lambda s: order.get(s.kind, 99))
+
+
+@dataclass(frozen=True)
+class IntegrationRow:
+    """Accepted light integration for one target and filter."""
+
+    target: str
+    filter: str
+    frames: int
+    exposure_s: float
+    sessions: int
+
+
+def integration_by_target(orm: OrmSession) -> list[IntegrationRow]:
+    """Accepted lights and total integration time per target and filter."""
+    stmt = (
+        select(
+            func.coalesce(Target.name, "(no target)"),
+            func.coalesce(Frame.filter, ""),
+            func.count(),
+            func.coalesce(func.sum(Frame.exposure), 0.0),
+            func.count(func.distinct(Frame.session_id)),
+        )
+        .select_from(Frame)
+        .outerjoin(Target, Frame.target_id == Target.id)
+        .where(Frame.kind == FrameKind.LIGHT, Frame.status == FrameStatus.ACCEPTED)
+        .group_by(Target.name, Frame.filter)
+        .order_by(Target.name, Frame.filter)
+    )
+    return [IntegrationRow(t, f, n, float(e), s) for t, f, n, e, s in orm.execute(stmt)]
