@@ -8,7 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from oscdeep.io.fits import write_fits_image
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SEESTAR = REAL_DATA / "seestar_s50_zeseestarstacker"
@@ -66,3 +69,37 @@ def library(db_path: Path):  # noqa: ANN201
     lib = open_library(db_path)
     yield lib
     lib.close()
+
+
+W, H = 64, 48
+
+
+def write_test_frame(path: Path, kind_card: dict, *, value: float = 1000.0, seed: int = 0, **cards) -> Path:
+    rng = np.random.default_rng(seed)
+    data = (value + rng.normal(0, 10, (H, W))).astype(np.float32)
+    header = {"EXPTIME": 120.0, "GAIN": 100, "OFFSET": 30, "CCD-TEMP": -10.2, "SET-TEMP": -10.0,
+              "BAYERPAT": "RGGB", "XBINNING": 1, "YBINNING": 1, "INSTRUME": "ZWO ASI2600MC Pro",
+              "FILTER": "L-eXtreme", "DATE-OBS": "2026-11-20T21:30:00.5", **kind_card, **cards}
+    return write_fits_image(path, data, header, dtype="uint16")
+
+
+@pytest.fixture
+def night(tmp_path: Path) -> Path:
+    root = tmp_path / "2026-11-20"
+    for i in range(4):
+        write_test_frame(root / "Lights" / f"m42_{i:03d}.fits", {"IMAGETYP": "Light Frame", "OBJECT": "M 42"},
+               seed=i, **{"DATE-OBS": f"2026-11-20T2{i}:00:00"})
+    for i in range(3):  # no IMAGETYP: the folder says what they are
+        write_test_frame(root / "darks" / f"d_{i}.fit", {}, value=1100, seed=10 + i)
+    for i in range(2):
+        write_test_frame(root / "FLATS" / f"f_{i}.fits", {"FRAME": "Flat"}, value=20000, seed=20 + i,
+               EXPTIME=1.5)
+    for i in range(2):
+        write_test_frame(root / "Offset" / f"b_{i}.fits", {}, value=1000, seed=30 + i, EXPTIME=0.0)
+    (root / "notes.txt").write_text("clear night, some wind")
+    (root / "Lights" / "corrupt.fits").write_bytes(b"SIMPLE  =    T" + bytes(range(256)) * 20)
+    (root / "Lights" / "empty.fit").write_bytes(b"")
+    good = (root / "Lights" / "m42_000.fits").read_bytes()
+    (root / "Lights" / "truncated.fits").write_bytes(good[: len(good) // 2])
+    (root / "Lights" / "holiday.cr2").write_text("not a raw file")
+    return root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+PIPE_WIDTH = 160
 _out: Console | None = None
 _err: Console | None = None
 
@@ -29,6 +31,8 @@ def out() -> Console:
     global _out
     if _out is None:
         _out = Console(highlight=False, soft_wrap=False)
+        if not _out.is_terminal and "COLUMNS" not in os.environ:
+            _out.width = PIPE_WIDTH  # piped tables stay readable instead of folding at 80
     return _out
 
 

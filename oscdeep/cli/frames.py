@@ -9,7 +9,7 @@ import click
 
 from oscdeep.cli.app import AppContext, pass_app
 from oscdeep.cli.console import err, fmt, out, print_json, table
-from oscdeep.cli.options import query_options, selection
+from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
 
 QUERY_HELP = """
 \b
@@ -119,7 +119,7 @@ def frames_group() -> None:
     """List frames, and reject or accept them by a query."""
 
 
-@frames_group.command("list", epilog=QUERY_HELP)
+@frames_group.command("list", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
 @query_options()
 @click.option("--sort", "-s", metavar="FIELD", help="Sort by a field (prefix '-' for descending).")
 @click.option("--limit", type=int, metavar="N", help="Show at most N frames.")
@@ -181,7 +181,7 @@ def _set_status(app: AppContext, query: tuple[str, ...], kwargs: dict[str, Any],
                         + (f" (reason: {why})" if why else "") + ".")
 
 
-@frames_group.command("reject", epilog=QUERY_HELP)
+@frames_group.command("reject", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
 @query_options(exclude=["reason"])
 @click.option("--reason", metavar="TEXT", help="Reason to store (default: the query in words).")
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
@@ -194,7 +194,7 @@ def frames_reject(app: AppContext, query: tuple[str, ...], reason: str | None, d
     _set_status(app, query, kwargs, "rejected", reason, dry_run, yes, as_json)
 
 
-@frames_group.command("accept", epilog=QUERY_HELP)
+@frames_group.command("accept", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
 @query_options(exclude=["reason"])
 @click.option("--reason", metavar="TEXT", help="Note to store with the frames.")
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")

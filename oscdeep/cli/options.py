@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 OPTION_PREFIX = "sel_"
+QUERY_CONTEXT = {"ignore_unknown_options": True}
+"""Lets the card spelling '--fwhm>4' through to QUERY, where the query parser reads it."""
 
 
 def query_options(exclude: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
