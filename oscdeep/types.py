@@ -14,13 +14,24 @@ Conventions used everywhere in oscdeep:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-Image: TypeAlias = npt.NDArray[np.float32]
-"""A float32 frame: (H, W) mosaic/mono or (H, W, 3) RGB."""
+    Image: TypeAlias = npt.NDArray[np.float32]
+    """A float32 frame: (H, W) mosaic/mono or (H, W, 3) RGB."""
+
+
+def __getattr__(name: str) -> Any:
+    # ``Image`` is built on first use so that importing oscdeep.types does not import numpy.
+    if name == "Image":
+        import numpy as np
+        import numpy.typing as npt
+
+        return npt.NDArray[np.float32]
+    raise AttributeError(name)
 
 BAYER_PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 BayerPattern: TypeAlias = Literal["RGGB", "BGGR", "GRBG", "GBRG"]

@@ -5,16 +5,25 @@
 ``Query.describe()`` the words. ``FIELDS`` (in ``fields``) lists what can be queried.
 """
 
-from oscdeep.query.fields import (
-    FIELDS,
-    Field,
-    FieldOption,
-    find_field,
-    get_field,
-    per_field_options,
-)
-from oscdeep.query.nodes import AllQuery, Query, all_of, any_of, select_frames
-from oscdeep.query.parse import parse_query, parse_term, query_from_options, tokenize
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "FIELDS": "fields", "Field": "fields", "FieldOption": "fields", "find_field": "fields",
+    "get_field": "fields", "per_field_options": "fields",
+    "AllQuery": "nodes", "Query": "nodes", "all_of": "nodes", "any_of": "nodes",
+    "select_frames": "nodes",
+    "parse_query": "parse", "parse_term": "parse", "query_from_options": "parse",
+    "tokenize": "parse",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the field registry alone must not pull in SQLAlchemy (CLI start-up).
+    if name in _HOMES:
+        return getattr(import_module(f"oscdeep.query.{_HOMES[name]}"), name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "FIELDS",

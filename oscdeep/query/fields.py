@@ -19,14 +19,15 @@ import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import ColumnElement, func, literal, select
-from sqlalchemy.orm import aliased
-
-from oscdeep.db.models import Frame, Session, Target
 from oscdeep.errors import QueryError
 from oscdeep.types import BAYER_PATTERNS, FileFormat, FrameKind, FrameStatus
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when SQL is built, so the CLI starts fast
+    from sqlalchemy import ColumnElement
+
+    from oscdeep.db.models import Frame
 
 FieldKind = Literal["float", "int", "text", "enum", "date"]
 NUMERIC_KINDS: frozenset[str] = frozenset({"float", "int"})
@@ -56,6 +57,8 @@ class Field:
 
     def sql(self) -> list[ColumnElement[Any]]:
         """SQL expressions holding the field's value (NULL where there is none)."""
+        from oscdeep.db.models import Frame
+
         return _SQL[self.column]() if self.column in _SQL else [getattr(Frame, self.column)]
 
     def values(self, frame: Frame) -> list[Any]:
@@ -76,10 +79,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _related_name(model: type[Session] | type[Target], fk: Any) -> Callable[[], list[Any]]:
+def _related_name(model_name: str, fk_name: str) -> Callable[[], list[Any]]:
     def build() -> list[ColumnElement[Any]]:
+        from sqlalchemy import select
+        from sqlalchemy.orm import aliased
+
+        from oscdeep.db import models
+
         # An alias of its own keeps the subquery correct when the caller has joined the table.
-        other = aliased(model)
+        other = aliased(getattr(models, model_name))
+        fk = getattr(models.Frame, fk_name)
         sub = select(other.name).where(other.id == fk).correlate_except(other)
         return [sub.scalar_subquery()]
 
@@ -87,6 +96,10 @@ def _related_name(model: type[Session] | type[Target], fk: Any) -> Callable[[], 
 
 
 def _camera_sql() -> list[ColumnElement[Any]]:
+    from sqlalchemy import func, literal
+
+    from oscdeep.db.models import Frame
+
     make = func.coalesce(Frame.camera_make, literal(""))
     model = func.coalesce(Frame.camera_model, literal(""))
     make_model = func.nullif(func.trim(make + literal(" ") + model), literal(""))
@@ -99,8 +112,8 @@ def _camera_py(frame: Frame) -> list[Any]:
 
 
 _SQL: dict[str, Callable[[], list[ColumnElement[Any]]]] = {
-    "session.name": _related_name(Session, Frame.session_id),
-    "target.name": _related_name(Target, Frame.target_id),
+    "session.name": _related_name("Session", "session_id"),
+    "target.name": _related_name("Target", "target_id"),
     "camera": _camera_sql,
 }
 _PY: dict[str, Callable[[Frame], list[Any]]] = {

@@ -1,0 +1,116 @@
+"""Ingest benchmark: `oscdeep session add` on a generated night and on the real Seestar files.
+
+Prints wall time and peak memory (max RSS of the oscdeep process) for:
+  * a generated night of 200 frames of 3000x2000 (170 lights, 10 darks, 10 flats, 10 bias),
+  * the 7 real Seestar S50 files in ../shared/data/real (when present),
+and the start-up time of `oscdeep --help`. Files are read from the page cache (warm) after
+one untimed pass; the first, cold figure is printed too.
+
+    python benchmarks/bench_ingest.py [--workdir bench-out] [--frames 200] [--size 3000x2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+OSCDEEP = [sys.executable, "-m", "oscdeep"]
+
+
+def run_measured(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess[bytes] | None]:
+    """Run a command; return (wall seconds, peak RSS MiB of that process, result code)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(args)}\n{stderr}")
+    return wall, usage.ru_maxrss / 1024.0, None
+
+
+def make_night(workdir: Path, frames: int, width: int, height: int) -> Path:
+    from oscdeep.pipeline.sample_night import write_sample_night
+    from oscdeep.synth import NightConfig
+
+    night = workdir / f"night_{frames}_{width}x{height}"
+    if (night / "truth").exists():
+        return night
+    calib = 10
+    config = dataclasses.replace(NightConfig(), width=width, height=height,
+                                 n_lights=frames - 3 * calib, n_darks=calib, n_flats=calib,
+                                 n_bias=calib, seed=7)
+    t0 = time.perf_counter()
+    write_sample_night(night, config)
+    print(f"generated {frames} frames of {width}x{height} in {time.perf_counter() - t0:.1f} s "
+          f"({sum(p.stat().st_size for p in night.rglob('*.fits')) / 2**30:.2f} GiB)")
+    return night
+
+
+def bench_ingest(label: str, folder: Path, n_files: int) -> None:
+    cold_db = Path(tempfile.mkdtemp()) / "cold.db"
+    cold, _, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
+    walls, peaks = [], []
+    for _ in range(3):
+        db = Path(tempfile.mkdtemp()) / "lib.db"
+        wall, peak, _ = run_measured([*OSCDEEP, "--db", str(db), "session", "add", str(folder)])
+        walls.append(wall)
+        peaks.append(peak)
+        shutil.rmtree(db.parent)
+    again, _, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
+    shutil.rmtree(cold_db.parent)
+    best = min(walls)
+    print(f"{label:<34} {n_files:>5} files  first {cold:6.2f} s  warm {best:6.2f} s "
+          f"({best / n_files * 1000:5.1f} ms/file)  peak RSS {max(peaks):6.0f} MiB  "
+          f"re-add (all known) {again:5.2f} s")
+
+
+def bench_help() -> None:
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        subprocess.run([*OSCDEEP, "--help"], stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t0)
+    exe = shutil.which("oscdeep")
+    line = f"oscdeep --help (python -m): median {statistics.median(times) * 1000:.0f} ms"
+    if exe:
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            subprocess.run([exe, "--help"], stdout=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - t0)
+        line += f"; console script: median {statistics.median(times) * 1000:.0f} ms"
+    print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out")
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--size", default="3000x2000")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    night = make_night(args.workdir, args.frames, width, height)
+    bench_ingest(f"generated night {width}x{height}", night, args.frames)
+    if REAL.exists():
+        seestar = REAL / "seestar_s50_zeseestarstacker"
+        bench_ingest("real Seestar S50 FITS", seestar, len(list(seestar.glob("*.fit"))))
+    else:
+        print(f"(real files not found at {REAL}: skipped)")
+    bench_help()
+
+
+if __name__ == "__main__":
+    main()
