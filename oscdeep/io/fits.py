@@ -107,14 +107,20 @@ def write_fits_image(
     *,
     history: list[str] | None = None,
     dtype: str = "float32",
+    row_order: str = "TOP-DOWN",
 ) -> Path:
     """Write ``image`` (top-down, (H, W) or (H, W, 3)) atomically as a FITS file.
 
     ``dtype`` is ``"float32"`` (BITPIX -32) or ``"uint16"`` (BITPIX 16 with BZERO 32768, as
-    cameras write). Rows are written top-down and marked ``ROWORDER = 'TOP-DOWN'``.
+    cameras write). Rows are stored in ``row_order`` ('TOP-DOWN' or 'BOTTOM-UP', written to
+    ROWORDER); a caller writing BOTTOM-UP mosaics gives BAYERPAT for the stored order.
     """
     path = Path(path)
+    if row_order not in ("TOP-DOWN", "BOTTOM-UP"):
+        raise ValueError(f"unsupported row order {row_order!r}")
     data = np.asarray(image)
+    if row_order == "BOTTOM-UP":
+        data = data[::-1]
     if data.ndim == 3:
         data = np.moveaxis(data, -1, 0)
     hdr = fits.Header()
@@ -124,7 +130,7 @@ def write_fits_image(
                        "BZERO", "BSCALE", "HISTORY", "COMMENT"):
                 continue
             hdr[key] = value
-    hdr["ROWORDER"] = ("TOP-DOWN", "row 0 is the top of the picture")
+    hdr["ROWORDER"] = (row_order, "order of the stored rows")
     for line in history or []:
         hdr.add_history(line)
     if dtype == "uint16":

@@ -1,0 +1,1 @@
+"""Joins files, processing and the database; returns results, never prints."""
