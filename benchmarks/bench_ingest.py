@@ -27,16 +27,23 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 OSCDEEP = [sys.executable, "-m", "oscdeep"]
 
 
-def run_measured(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess[bytes] | None]:
-    """Run a command; return (wall seconds, peak RSS MiB of that process, result code)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(args)}\n{stderr}")
-    return wall, usage.ru_maxrss / 1024.0, None
+LAUNCHER = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+            "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+            "w = time.perf_counter() - t; "
+            "print(r.returncode, w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS MiB of that command).
+
+    A small launcher process runs it, so the peak is the command's own and not inherited from
+    this (large) benchmark process through fork.
+    """
+    res = subprocess.run([sys.executable, "-c", LAUNCHER, *args], capture_output=True, text=True)
+    code, wall, peak_kib = res.stdout.split()
+    if int(code) != 0:
+        raise SystemExit(f"failed: {' '.join(args)}\n{res.stderr}")
+    return float(wall), int(peak_kib) / 1024.0
 
 
 def make_night(workdir: Path, frames: int, width: int, height: int) -> Path:
@@ -59,20 +66,28 @@ def make_night(workdir: Path, frames: int, width: int, height: int) -> Path:
 
 def bench_ingest(label: str, folder: Path, n_files: int) -> None:
     cold_db = Path(tempfile.mkdtemp()) / "cold.db"
-    cold, _, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
+    cold, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
     walls, peaks = [], []
     for _ in range(3):
         db = Path(tempfile.mkdtemp()) / "lib.db"
-        wall, peak, _ = run_measured([*OSCDEEP, "--db", str(db), "session", "add", str(folder)])
+        wall, peak = run_measured([*OSCDEEP, "--db", str(db), "session", "add", str(folder)])
         walls.append(wall)
         peaks.append(peak)
         shutil.rmtree(db.parent)
-    again, _, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
+    again, _ = run_measured([*OSCDEEP, "--db", str(cold_db), "session", "add", str(folder)])
     shutil.rmtree(cold_db.parent)
     best = min(walls)
     print(f"{label:<34} {n_files:>5} files  first {cold:6.2f} s  warm {best:6.2f} s "
           f"({best / n_files * 1000:5.1f} ms/file)  peak RSS {max(peaks):6.0f} MiB  "
           f"re-add (all known) {again:5.2f} s")
+
+
+def bench_startup_cost() -> None:
+    """What every command pays before it starts: imports, and creating an empty library."""
+    db = Path(tempfile.mkdtemp()) / "empty.db"
+    wall, peak = run_measured([*OSCDEEP, "--db", str(db), "db", "info"])
+    print(f"{'new empty library (db info)':<34} {wall:6.2f} s  peak RSS {peak:6.0f} MiB")
+    shutil.rmtree(db.parent)
 
 
 def bench_help() -> None:
@@ -109,6 +124,7 @@ def main() -> None:
         bench_ingest("real Seestar S50 FITS", seestar, len(list(seestar.glob("*.fit"))))
     else:
         print(f"(real files not found at {REAL}: skipped)")
+    bench_startup_cost()
     bench_help()
 
 
