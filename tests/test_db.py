@@ -62,19 +62,28 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
 
 
 def test_older_schema_is_upgraded_on_open(tmp_path: Path) -> None:
+    """A library made by the first release is migrated to head on open, keeping its rows."""
     from alembic import command
 
     from oscdeep.db.engine import alembic_config
 
     url = resolve_url(tmp_path / "old.db")
-    cfg = alembic_config(url)
-    command.upgrade(cfg, "0001")
-    command.downgrade(cfg, "base")
+    command.upgrade(alembic_config(url), "0001")
     engine = create_engine(url)
-    assert schema_revision(engine) is None
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO targets (name, created_at) VALUES ('M 31', '2026-01-01')"))
+    assert schema_revision(engine) == "0001"
     engine.dispose()
     lib = open_library(tmp_path / "old.db")
-    assert schema_revision(lib.engine) == head_revision(url)
+    assert schema_revision(lib.engine) == head_revision(url) != "0001"
+    with lib.engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM targets")).scalar() == "M 31"
+    lib.close()
+    from oscdeep.errors import DatabaseError
+
+    command.downgrade(alembic_config(url), "0001")
+    with pytest.raises(DatabaseError, match="oscdeep db upgrade"):
+        open_library(tmp_path / "old.db", migrate=False)
 
 
 def test_refuses_to_migrate_a_foreign_database(tmp_path: Path) -> None:

@@ -139,3 +139,26 @@ def test_night_of_uses_the_evening_date() -> None:
     assert night_of(dt.datetime(2026, 11, 20, 23, 0)) == dt.date(2026, 11, 20)
     # 01:20 UTC at longitude -80 is 20:00 local: the evening of the previous calendar day
     assert night_of(dt.datetime(2025, 3, 27, 1, 20), -80.0) == dt.date(2025, 3, 26)
+
+
+def test_real_seestar_folder_splits_nights_and_targets(library) -> None:
+    """The six M 94 lights form one night; the NGC 7023 frame of another year its own session."""
+    from .conftest import SEESTAR, require_real
+
+    require_real(SEESTAR)
+    report = ingest(library, [SEESTAR])
+    assert report.added_by_kind() == {"light": 7} and report.skipped == []
+    names = sorted(n for _, n, _ in report.sessions)
+    assert names == ["2024-07-30 NGC 7023", "2025-03-26 M 94"]
+    with library.session() as orm:
+        frames = orm.scalars(select(Frame).order_by(Frame.date_obs)).all()
+        m94 = [f for f in frames if f.object == "M 94"]
+        assert len(m94) == 6
+        assert {f.target.name for f in m94} == {"M 94"}
+        assert {f.session.name for f in m94} == {"2025-03-26 M 94"}
+        assert {(f.bayer_pattern, f.exposure, f.gain, f.width, f.height) for f in m94} == {
+            ("GRBG", 10.0, 80.0, 1080, 1920)}
+        assert [f.temperature for f in m94] == [25.125, 25.375, 25.5, 25.5625, 25.6875, 25.5]
+        assert m94[0].date_obs.isoformat(timespec="milliseconds") == "2025-03-27T01:20:32.955"
+        ngc = next(f for f in frames if f.object == "NGC 7023")
+        assert ngc.target.name == "NGC 7023" and ngc.temperature == 32.5625

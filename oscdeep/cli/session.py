@@ -50,11 +50,13 @@ def session_add(app: AppContext, paths: tuple[Path, ...], target: str | None, ki
         print_json(ingest_report_json(report))
         return
     print_ingest_report(report)
-    if report.session_id is not None:
-        with library.session() as orm:
-            from oscdeep.db.catalog import find_session
+    from oscdeep.db.catalog import find_session
 
-            show_session(orm, find_session(orm, str(report.session_id)))
+    shown = [sid for sid, _, _ in report.sessions] or (
+        [report.session_id] if report.session_id is not None else [])
+    with library.session() as orm:
+        for sid in shown:
+            show_session(orm, find_session(orm, str(sid)))
 
 
 def ingest_report_json(report) -> dict:  # noqa: ANN001
@@ -62,6 +64,7 @@ def ingest_report_json(report) -> dict:  # noqa: ANN001
     return {
         "session": {"id": report.session_id, "name": report.session_name,
                     "created": report.session_created, "target": report.target},
+        "sessions": [{"id": i, "name": n, "created": c} for i, n, c in report.sessions],
         "scanned": report.scanned,
         "added": [{"id": i, "path": p, "kind": k} for i, p, k in report.added],
         "added_by_kind": report.added_by_kind(),
@@ -79,7 +82,9 @@ def print_ingest_report(report) -> None:  # noqa: ANN001
     console = out()
     by_kind = report.added_by_kind()
     added = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "nothing new"
-    where = f" to session [bold]{report.session_name}[/]" if report.session_name else ""
+    names = [n for _, n, _ in report.sessions] or ([report.session_name] if report.session_name else [])
+    where = (f" to session{'s' if len(names) > 1 else ''} " + ", ".join(f"[bold]{n}[/]" for n in names)
+             if names else "")
     console.print(f"Added {added}{where}; {report.unchanged} already in the library, "
                   f"{len(report.relinked)} re-linked after a move, "
                   f"{len(report.duplicates)} duplicate copies, {len(report.skipped)} skipped.")

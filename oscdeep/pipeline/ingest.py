@@ -59,6 +59,7 @@ class IngestReport:
     session_name: str | None = None
     session_created: bool = False
     target: str | None = None
+    sessions: list[tuple[int, str, bool]] = field(default_factory=list)
     scanned: int = 0
     added: list[tuple[int, str, str]] = field(default_factory=list)
     unchanged: int = 0
@@ -129,16 +130,6 @@ def _default_target(cands: list[_Candidate]) -> str | None:
     objects = Counter(c.meta.object.strip() for c in cands
                       if c.kind == FrameKind.LIGHT and c.meta.object and c.meta.object.strip())
     return objects.most_common(1)[0][0] if objects else None
-
-
-def _default_name(cands: list[_Candidate], target: str | None, roots: Sequence[Path]) -> str:
-    lights = [c for c in cands if c.kind == FrameKind.LIGHT and c.meta.date_obs]
-    dated = lights or [c for c in cands if c.meta.date_obs]
-    if dated:
-        first = min(dated, key=lambda c: c.meta.date_obs)  # type: ignore[arg-type, return-value]
-        night = night_of(first.meta.date_obs, _longitude(first.meta))  # type: ignore[arg-type]
-        return f"{night.isoformat()} {target}" if target else night.isoformat()
-    return target or roots[0].resolve().name
 
 
 def _frame_row(c: _Candidate, session_id: int, target_id: int | None) -> Frame:
@@ -231,10 +222,8 @@ def ingest(
             report.warnings.append(f"{c.path}: header says {c.meta.kind}, folder says {by_name}; "
                                    "using the header")
 
-    target_name = options.target or _default_target(cands)
-    report.target = target_name
     progress.begin("Recording frames", len(cands))
-    # One unit of work per chunk: the session, target and re-links commit with the first chunk,
+    # One unit of work per chunk: sessions, targets and re-links commit with the first chunk,
     # so an interruption leaves either nothing or whole chunks, never a half-recorded frame.
     with library.sessionmaker() as orm:
         try:
@@ -242,25 +231,32 @@ def ingest(
             if not new and not relinks:
                 _describe_existing_session(orm, cands, report)
                 orm.rollback()
-                progress.end()
                 return report
             for frame_id, new_path in relinks:
                 frame = orm.get(Frame, frame_id)
                 assert frame is not None
                 report.relinked.append((frame_id, frame.path, str(new_path)))
                 frame.path = str(new_path)
-            target = catalog.get_or_create_target(orm, target_name) if target_name else None
-            name = options.session_name or _default_name(new or cands, target_name, roots)
-            dated = [c.meta.date_obs for c in new if c.meta.date_obs]
-            night = night_of(min(dated), _longitude(new[0].meta)) if dated else None
-            session, created = catalog.get_or_create_session(
-                orm, name, target=target, night=night, source=str(roots[0].resolve()))
-            report.session_id, report.session_name = session.id, session.name
-            report.session_created = created
             progress.advance(len(cands) - len(new))
-            for start in range(0, max(len(new), 1), CHUNK):
-                rows = [_frame_row(c, session.id, target.id if target else None)
-                        for c in new[start : start + CHUNK]]
+            rows_todo: list[tuple[_Candidate, int, int | None]] = []
+            groups = _split_sessions(new, options, roots)
+            for group in groups:
+                target = (catalog.get_or_create_target(orm, group.target)
+                          if group.target else None)
+                session, created = catalog.get_or_create_session(
+                    orm, group.name, target=target, night=group.night,
+                    source=str(roots[0].resolve()))
+                report.sessions.append((session.id, session.name, created))
+                for c in group.frames:
+                    own = options.target or _object_of(c) or group.target
+                    light_target = (catalog.get_or_create_target(orm, own)
+                                    if own and c.kind == FrameKind.LIGHT else None)
+                    rows_todo.append((c, session.id, light_target.id if light_target else None))
+            if report.sessions:
+                report.session_id, report.session_name, report.session_created = report.sessions[0]
+                report.target = options.target or next((g.target for g in groups if g.target), None)
+            for start in range(0, max(len(rows_todo), 1), CHUNK):
+                rows = [_frame_row(c, sid, tid) for c, sid, tid in rows_todo[start:start + CHUNK]]
                 orm.add_all(rows)
                 orm.flush()
                 orm.commit()
@@ -272,6 +268,52 @@ def ingest(
         finally:
             progress.end()
     return report
+
+
+@dataclass
+class _SessionGroup:
+    name: str
+    night: dt.date | None
+    target: str | None
+    frames: list[_Candidate]
+
+
+def _object_of(c: _Candidate) -> str | None:
+    return " ".join(c.meta.object.split()) if c.meta.object and c.meta.object.strip() else None
+
+
+def _night_of_candidate(c: _Candidate) -> dt.date | None:
+    return night_of(c.meta.date_obs, _longitude(c.meta)) if c.meta.date_obs else None
+
+
+def _split_sessions(new: list[_Candidate], options: IngestOptions, roots: Sequence[Path]
+                    ) -> list[_SessionGroup]:
+    """New frames grouped into sessions: one per night, or all in the session the user named.
+
+    Frames without a date join the night with the most frames.
+    """
+    if not new:
+        return []
+    if options.session_name:
+        nights = sorted({n for c in new if (n := _night_of_candidate(c))})
+        target = options.target or _default_target(new)
+        return [_SessionGroup(options.session_name, nights[0] if nights else None, target, new)]
+    by_night: dict[dt.date | None, list[_Candidate]] = {}
+    for c in new:
+        by_night.setdefault(_night_of_candidate(c), []).append(c)
+    undated = by_night.pop(None, [])
+    if not by_night:
+        by_night[None] = undated
+    elif undated:
+        biggest = max(by_night, key=lambda n: len(by_night[n]))  # type: ignore[arg-type]
+        by_night[biggest].extend(undated)
+    groups = []
+    for night, frames in sorted(by_night.items(), key=lambda kv: kv[0] or dt.date.min):
+        target = options.target or _default_target(frames)
+        parts = [p for p in (night.isoformat() if night else None, target) if p]
+        name = " ".join(parts) if parts else roots[0].resolve().name
+        groups.append(_SessionGroup(name, night, target, frames))
+    return groups
 
 
 def _sort_out(orm: OrmSession, cands: list[_Candidate], report: IngestReport
