@@ -122,6 +122,14 @@ class Frame(Base):
     snr: Mapped[float | None] = mapped_column(Float())
     weight: Mapped[float | None] = mapped_column(Float())
     analyzed_at: Mapped[dt.datetime | None] = mapped_column(DateTime())
+
+    # calibration applied to this light (set when it is calibrated for analysis or stacking)
+    bias_id: Mapped[int | None] = mapped_column(ForeignKey("master_calibrations.id"))
+    dark_id: Mapped[int | None] = mapped_column(ForeignKey("master_calibrations.id"))
+    flat_id: Mapped[int | None] = mapped_column(ForeignKey("master_calibrations.id"))
+    dark_scale: Mapped[float | None] = mapped_column(Float())
+    calibrated_at: Mapped[dt.datetime | None] = mapped_column(DateTime())
+
     star_catalog: Mapped[bytes | None] = mapped_column(LargeBinary(), deferred=True)
 
     session: Mapped[Session] = relationship(back_populates="frames")
@@ -129,6 +137,9 @@ class Frame(Base):
     registrations: Mapped[list[Registration]] = relationship(
         back_populates="frame", foreign_keys="Registration.frame_id"
     )
+    bias_master: Mapped[MasterCalibration | None] = relationship(foreign_keys=[bias_id])
+    dark_master: Mapped[MasterCalibration | None] = relationship(foreign_keys=[dark_id])
+    flat_master: Mapped[MasterCalibration | None] = relationship(foreign_keys=[flat_id])
 
     @property
     def camera(self) -> str | None:
@@ -166,6 +177,10 @@ class MasterCalibration(Base):
     offset: Mapped[float | None] = mapped_column(Float())
     exposure: Mapped[float | None] = mapped_column(Float())
     temperature: Mapped[float | None] = mapped_column(Float())
+    temperature_min: Mapped[float | None] = mapped_column(Float())
+    temperature_max: Mapped[float | None] = mapped_column(Float())
+    date_start: Mapped[dt.datetime | None] = mapped_column(DateTime())
+    date_end: Mapped[dt.datetime | None] = mapped_column(DateTime())
     filter: Mapped[str | None] = mapped_column(String(64))
     n_frames: Mapped[int] = mapped_column(Integer())
     options: Mapped[Json]
