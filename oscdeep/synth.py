@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from scipy.special import erf
 
+from oscdeep.cfa import cfa_channels, cfa_sites, mosaic  # noqa: F401  (mosaic is re-exported)
 from oscdeep.errors import ConfigError
 from oscdeep.types import BAYER_PATTERNS, FrameKind
 
@@ -38,7 +39,6 @@ ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP")
 FILE_FORMATS = ("fits", "dng")
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
-_CHANNEL = {"R": 0, "G": 1, "B": 2}
 # rng stream keys: one independent stream per purpose (and per frame).
 _SKY, _DETECTOR, _PLAN = 1, 2, 3
 _FRAME_STREAM = {FrameKind.LIGHT: 10, FrameKind.DARK: 11, FrameKind.FLAT: 12, FrameKind.BIAS: 13}
@@ -315,26 +315,6 @@ def apply_transform(matrix: np.ndarray, x: np.ndarray, y: np.ndarray
 
 # --- CFA ------------------------------------------------------------------------------------
 
-def cfa_channels(pattern: str, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 colour index (0 R, 1 G, 2 B) of each pixel of a ``pattern`` mosaic."""
-    if pattern not in BAYER_PATTERNS:
-        raise ValueError(f"unknown Bayer pattern {pattern!r}")
-    h, w = shape
-    cell = np.array([[_CHANNEL[pattern[0]], _CHANNEL[pattern[1]]],
-                     [_CHANNEL[pattern[2]], _CHANNEL[pattern[3]]]], dtype=np.uint8)
-    return np.ascontiguousarray(np.tile(cell, ((h + 1) // 2, (w + 1) // 2))[:h, :w])
-
-
-def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
-    """Sample an (H, W, 3) image through a Bayer filter: (H, W), each pixel its own colour."""
-    rgb = np.asarray(rgb)
-    out = np.empty(rgb.shape[:2], dtype=rgb.dtype)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            out[dy::2, dx::2] = rgb[dy::2, dx::2, _CHANNEL[pattern[2 * dy + dx]]]
-    return out
-
-
 # --- stars ----------------------------------------------------------------------------------
 
 def _moffat_alpha(fwhm: float, beta: float) -> float:
@@ -529,13 +509,6 @@ def make_sky(cfg: NightConfig) -> SkyTruth:
                     width=cfg.width, height=cfg.height)
 
 
-def _sites(pattern: str, h: int, w: int) -> Iterator[tuple[int, int, int]]:
-    """(dy, dx, colour) of the four CFA sites of the 2x2 cell."""
-    for dy in (0, 1):
-        for dx in (0, 1):
-            yield dy, dx, _CHANNEL[pattern[2 * dy + dx]]
-
-
 def _flat_field(rng: np.random.Generator, cfg: NightConfig, channels: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel response: cos^4-like vignetting, dust donuts, PRNU. Returns (flat, dust)."""
@@ -544,7 +517,7 @@ def _flat_field(rng: np.random.Generator, cfg: NightConfig, channels: np.ndarray
     cy = (h - 1) / 2 + rng.normal(0, 0.02 * h)
     r_ref2 = ((w - 1) / 2) ** 2 + ((h - 1) / 2) ** 2
     flat = np.empty((h, w), np.float32)
-    for dy, dx, c in _sites(cfg.pattern, h, w):
+    for dy, dx, c in cfa_sites(cfg.pattern):
         fall = min(cfg.vignetting * _VIGNETTING_WEIGHT[c], 0.95)
         k = ((1 - fall) ** -0.5 - 1) / r_ref2  # (1 + k r^2)^-2 = 1 - fall at the corner
         xs = np.arange(dx, w, 2, dtype=np.float32) - cx
@@ -692,7 +665,7 @@ def _warp_smooth(night: NightTruth, frame: FrameTruth) -> np.ndarray:
     area = 1.0 / abs(np.linalg.det(frame.transform[:2, :2]))  # sky area seen by one pixel
     out = np.empty((h, w), np.float32)
     planes: dict[int, np.ndarray] = {}
-    for dy, dx, c in _sites(cfg.pattern, h, w):
+    for dy, dx, c in cfa_sites(cfg.pattern):
         if c not in planes:
             plane = sky.smooth[c]
             t, b = frame.transmission, frame.background_factor

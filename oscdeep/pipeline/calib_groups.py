@@ -61,7 +61,8 @@ class FrameGroup:
     def describe(self) -> str:
         """Short words for tables: '12 darks 300 s at -10.1 °C, gain 100'."""
         first = self.frames[0]
-        parts = [f"{len(self.frames)} {self.kind}{'' if len(self.frames) == 1 else 's'}"]
+        plural = "" if len(self.frames) == 1 or self.kind == "bias" else "s"
+        parts = [f"{len(self.frames)} {self.kind}{plural}"]
         if self.kind in ("dark", "darkflat", "light") and self.exposure is not None:
             parts.append(f"{self.exposure:g} s")
         if self.temperature is not None and self.kind != "flat":

@@ -1,0 +1,565 @@
+"""Per-pixel rejection and combination of a stack of frames (numba kernels).
+
+A *block* is an ``(N, P)`` float32 array: N frames (frame axis first) of P pixels, the pixels
+of a row band flattened with all their channels. For every pixel the kernel drops NaN inputs
+(no data), sorts the remaining values once, rejects outliers with one of the methods below
+working on the sorted values, and combines the kept ones. Nothing here touches files.
+
+Definitions (``kl``/``kh`` are the low/high clipping factors, ``m`` the number of values kept
+so far; a pass is tried only while ``m >= 3``, a pass that would keep fewer than 2 values is
+discarded and ends the iteration, which otherwise ends when a pass rejects nothing or after
+``max_iter`` passes):
+
+``none``
+    Every valid value is kept.
+``percentile``
+    One pass around the median ``c`` of all valid values: a value is rejected if it lies
+    further than ``percentile_low * |c|`` below or ``percentile_high * |c|`` above ``c``
+    (nothing is rejected where ``c`` is 0).
+``sigma``
+    Iterative clipping around the median ``c`` of the kept values with their sample standard
+    deviation ``s``: a value is kept if ``c - kl*s <= x <= c + kh*s``.
+``winsorized``
+    As ``sigma``, but ``s`` is a robust spread: starting from the sample standard deviation,
+    the kept values are clamped to ``c ± 1.5 s`` (winsorized, Huber-style) and ``s`` becomes
+    1.134 times the standard deviation of the clamped values, repeated until ``s`` changes by
+    less than 0.05 %. Outliers then cannot inflate the spread that is used to clip them.
+``linear``
+    Linear-fit clipping: a straight line ``a*i + b`` is fitted by least squares to the kept
+    values sorted by value against their rank ``i``; ``s`` is the mean absolute residual, and
+    values further than ``kl*s`` below or ``kh*s`` above the line are rejected; the
+    survivors are ranked again and the fit repeated. A smooth gradient of values across
+    frames (e.g. sky brightness) is thereby not mistaken for outliers. (The residuals sum
+    to zero, so a lone outlier among ``m`` values sits exactly at ``(m/2)*s``; such exact
+    ties are kept, with a relative tolerance of 1e-9, whatever the rounding.)
+
+Combination: ``mean`` is the weighted mean of the kept values, ``median`` their (unweighted)
+median. The standard deviations use N-1 in the denominator and are computed in float64.
+These follow Siril's definitions (stacking "rejection" methods); the small differences are
+that NaN rather than 0 means no data, the winsorized clamp is applied afresh to the kept
+values each time, and no order-dependent early stop is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import prange
+
+__all__ = [
+    "CombineMethod",
+    "RejectionMethod",
+    "RejectionParams",
+    "RejectionOutput",
+    "reject_and_combine",
+    "reject_and_combine_into",
+    "MAX_FRAMES",
+]
+
+MAX_FRAMES = 65535
+"""Count maps are uint16, so at most this many frames can be combined at once."""
+
+
+class RejectionMethod(StrEnum):
+    """Pixel rejection algorithm (Siril's names)."""
+
+    NONE = "none"
+    PERCENTILE = "percentile"
+    SIGMA = "sigma"
+    WINSORIZED = "winsorized"
+    LINEAR = "linear"
+
+    @classmethod
+    def _missing_(cls, value: object) -> RejectionMethod | None:
+        aliases = {"no": "none", "n": "none", "p": "percentile", "s": "sigma",
+                   "w": "winsorized", "l": "linear", "linearfit": "linear",
+                   "linear_fit": "linear", "winsor": "winsorized"}
+        text = str(value).strip().lower()
+        return cls(aliases[text]) if text in aliases else None
+
+
+class CombineMethod(StrEnum):
+    """How the kept values of a pixel become one value."""
+
+    MEAN = "mean"
+    MEDIAN = "median"
+
+
+_METHOD_CODES = {
+    RejectionMethod.NONE: 0,
+    RejectionMethod.PERCENTILE: 1,
+    RejectionMethod.SIGMA: 2,
+    RejectionMethod.WINSORIZED: 3,
+    RejectionMethod.LINEAR: 4,
+}
+
+
+@dataclass(frozen=True)
+class RejectionParams:
+    """Rejection method and its tunables.
+
+    ``method="median"`` is accepted as shorthand for median combination without rejection.
+    ``max_iter`` None iterates until a pass rejects nothing (as Siril does).
+    """
+
+    method: RejectionMethod | str = RejectionMethod.WINSORIZED
+    combine: CombineMethod | str = CombineMethod.MEAN
+    sigma_low: float = 3.0
+    sigma_high: float = 3.0
+    percentile_low: float = 0.2
+    percentile_high: float = 0.1
+    max_iter: int | None = None
+
+    def __post_init__(self) -> None:
+        method, combine = self.method, self.combine
+        if str(method).strip().lower() == "median":
+            method, combine = RejectionMethod.NONE, CombineMethod.MEDIAN
+        object.__setattr__(self, "method", RejectionMethod(method))
+        object.__setattr__(self, "combine", CombineMethod(combine))
+        for name in ("sigma_low", "sigma_high", "percentile_low", "percentile_high"):
+            value = float(getattr(self, name))
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, not {value}")
+            object.__setattr__(self, name, value)
+        if self.max_iter is not None and int(self.max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1 or None, not {self.max_iter}")
+
+
+class RejectionOutput(NamedTuple):
+    """Per-pixel results of :func:`reject_and_combine` (all of length P)."""
+
+    values: np.ndarray
+    n_low: np.ndarray
+    n_high: np.ndarray
+    n_used: np.ndarray
+
+
+# --------------------------------------------------------------------------- kernels
+
+_SIGN32 = np.uint64(0x80000000)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+_WINSOR_CLAMP = 1.5
+_WINSOR_GAIN = 1.134
+_WINSOR_TOL = 0.0005
+_WINSOR_MAX_ITER = 100
+_LINEAR_TIE = 1.0 + 1e-9
+
+
+@numba.njit(cache=True, inline="always")
+def _median_sorted(sv, a, b):
+    m = b - a
+    mid = a + m // 2
+    if m % 2 == 1:
+        return sv[mid]
+    return 0.5 * (sv[mid - 1] + sv[mid])
+
+
+@numba.njit(cache=True, inline="always")
+def _range_sd(s1, s2, a, b):
+    m = b - a
+    total = s1[b] - s1[a]
+    squares = s2[b] - s2[a]
+    var = (squares - total * total / m) / (m - 1)
+    return np.sqrt(var) if var > 0.0 else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _lower_bound(sv, a, b, x):
+    """First index in [a, b) whose value is >= x (b if none)."""
+    while a < b:
+        mid = (a + b) // 2
+        if sv[mid] < x:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@numba.njit(cache=True, inline="always")
+def _upper_bound(sv, a, b, x):
+    """First index in [a, b) whose value is > x (b if none)."""
+    while a < b:
+        mid = (a + b) // 2
+        if sv[mid] <= x:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+_INSERTION_MAX = 160
+_MERGE_RUN = 16
+
+
+@numba.njit(cache=True, inline="always")
+def _insertion_sort(keys, lo, hi):
+    for k in range(lo + 1, hi):
+        x = keys[k]
+        j = k - 1
+        while j >= lo and keys[j] > x:
+            keys[j + 1] = keys[j]
+            j -= 1
+        keys[j + 1] = x
+
+
+@numba.njit(cache=True)
+def _sort_keys(keys, tmp, n):
+    """Sort keys[:n] in place: insertion sort for short stacks, bottom-up merges beyond."""
+    if n <= _INSERTION_MAX:
+        _insertion_sort(keys, 0, n)
+        return
+    for lo in range(0, n, _MERGE_RUN):
+        _insertion_sort(keys, lo, min(n, lo + _MERGE_RUN))
+    src = keys
+    dst = tmp
+    width = _MERGE_RUN
+    in_tmp = False
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(n, lo + width)
+            hi = min(n, lo + 2 * width)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if src[j] < src[i]:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        src, dst = dst, src
+        in_tmp = not in_tmp
+        width *= 2
+    if in_tmp:
+        keys[:n] = tmp[:n]
+
+
+@numba.njit(cache=True)
+def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
+    """Sigma or winsorized clipping on sorted values: the kept range [a, b)."""
+    a = 0
+    b = n
+    passes = 0
+    while b - a >= 3 and (max_iter <= 0 or passes < max_iter):
+        c = _median_sorted(sv, a, b)
+        s = _range_sd(s1, s2, a, b)
+        if winsorize and s > 0.0:
+            m = b - a
+            pivot = sv[n // 2]
+            j1 = a  # first value >= lo
+            j2 = b  # first value > hi; both bounds move little between iterations
+            for _ in range(_WINSOR_MAX_ITER):
+                lo = c - _WINSOR_CLAMP * s
+                hi = c + _WINSOR_CLAMP * s
+                while j1 < b and sv[j1] < lo:
+                    j1 += 1
+                while j1 > a and sv[j1 - 1] >= lo:
+                    j1 -= 1
+                while j2 > j1 and sv[j2 - 1] > hi:
+                    j2 -= 1
+                while j2 < b and sv[j2] <= hi:
+                    j2 += 1
+                nlo = j1 - a
+                nhi = b - j2
+                dlo = lo - pivot
+                dhi = hi - pivot
+                total = nlo * dlo + nhi * dhi + (s1[j2] - s1[j1])
+                squares = nlo * dlo * dlo + nhi * dhi * dhi + (s2[j2] - s2[j1])
+                var = (squares - total * total / m) / (m - 1)
+                s_new = _WINSOR_GAIN * (np.sqrt(var) if var > 0.0 else 0.0)
+                converged = abs(s_new - s) <= s * _WINSOR_TOL
+                s = s_new
+                if converged or s == 0.0:
+                    break
+        na = _lower_bound(sv, a, b, c - k_low * s)
+        nb = _upper_bound(sv, na, b, c + k_high * s)
+        if nb - na < 2 or (na == a and nb == b):
+            break
+        a = na
+        b = nb
+        passes += 1
+    return a, b
+
+
+@numba.njit(cache=True)
+def _percentile_range(sv, n, p_low, p_high):
+    c = _median_sorted(sv, 0, n)
+    if n < 3 or c == 0.0:
+        return 0, n
+    scale = abs(c)
+    na = _lower_bound(sv, 0, n, c - p_low * scale)
+    nb = _upper_bound(sv, na, n, c + p_high * scale)
+    if nb - na < 2:
+        return 0, n
+    return na, nb
+
+
+@numba.njit(cache=True)
+def _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter):
+    """Linear-fit clipping; marks ``state`` (-1 low, +1 high) and returns the kept count."""
+    m = n
+    for k in range(n):
+        kpos[k] = k
+        kv[k] = sv[k]
+    passes = 0
+    while m >= 3 and (max_iter <= 0 or passes < max_iter):
+        mean_x = 0.5 * (m - 1)
+        mean_y = 0.0
+        for k in range(m):
+            mean_y += kv[k]
+        mean_y /= m
+        sxy = 0.0
+        sxx = 0.0
+        for k in range(m):
+            dx = k - mean_x
+            sxy += dx * (kv[k] - mean_y)
+            sxx += dx * dx
+        slope = sxy / sxx
+        icpt = mean_y - slope * mean_x
+        sigma = 0.0
+        for k in range(m):
+            sigma += abs(kv[k] - (slope * k + icpt))
+        sigma /= m
+        if sigma == 0.0:
+            break
+        # Decide every value once (flag), then apply only if the pass is acceptable. The
+        # residuals sum to zero, so a lone outlier sits exactly at (m/2)*sigma: limits get a
+        # hair of tolerance so such ties are kept whatever the rounding.
+        lim_low = k_low * sigma * _LINEAR_TIE
+        lim_high = k_high * sigma * _LINEAR_TIE
+        kept = 0
+        for k in range(m):
+            r = kv[k] - (slope * k + icpt)
+            if -r > lim_low:
+                flag[k] = -1
+            elif r > lim_high:
+                flag[k] = 1
+            else:
+                flag[k] = 0
+                kept += 1
+        if kept < 2 or kept == m:
+            break
+        out = 0
+        for k in range(m):
+            if flag[k] != 0:
+                state[kpos[k]] = flag[k]
+            else:
+                kpos[out] = kpos[k]
+                kv[out] = kv[k]
+                out += 1
+        m = out
+        passes += 1
+    return m
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, p_high,
+            max_iter, values, n_low, n_high, n_used, frame_counts):
+    n_frames, n_pix = block.shape
+    n_chunks = frame_counts.shape[0]
+    step = (n_pix + n_chunks - 1) // n_chunks
+    for chunk in prange(n_chunks):
+        p0 = chunk * step
+        p1 = min(n_pix, p0 + step)
+        by_frame = np.empty(n_frames, np.float64)
+        keys = np.empty(n_frames, np.uint64)
+        tmp = np.empty(n_frames, np.uint64)
+        sv = np.empty(n_frames, np.float64)
+        si = np.empty(n_frames, np.int64)
+        s1 = np.empty(n_frames + 1, np.float64)
+        s2 = np.empty(n_frames + 1, np.float64)
+        state = np.empty(n_frames, np.int8)
+        kpos = np.empty(n_frames, np.int64)
+        kv = np.empty(n_frames, np.float64)
+        flag = np.empty(n_frames, np.int8)
+        counts = frame_counts[chunk]
+        plain_mean = method == 0 and not median_combine
+        for p in range(p0, p1):
+            if plain_mean:
+                # No rejection and a mean: no sort needed.
+                n = 0
+                wsum = 0.0
+                vsum = 0.0
+                for i in range(n_frames):
+                    v = block[i, p]
+                    if v == v:
+                        n += 1
+                        counts[i, 2] += 1
+                        wsum += weights[i]
+                        vsum += weights[i] * v
+                values[p] = vsum / wsum if n > 0 else np.nan
+                n_low[p] = 0
+                n_high[p] = 0
+                n_used[p] = n
+                continue
+            # Gather the valid values as sortable keys: order-preserving float bits, then frame.
+            n = 0
+            for i in range(n_frames):
+                v = block[i, p]
+                if v != v:
+                    continue
+                by_frame[i] = v
+                u = np.uint64(bits[i, p])
+                if u & _SIGN32:
+                    u = (~u) & _LOW32
+                else:
+                    u = u | _SIGN32
+                keys[n] = (u << _SHIFT32) | np.uint64(i)
+                n += 1
+                counts[i, 2] += 1
+            if n == 0:
+                values[p] = np.nan
+                n_low[p] = 0
+                n_high[p] = 0
+                n_used[p] = 0
+                continue
+            _sort_keys(keys, tmp, n)
+            for k in range(n):
+                i = np.int64(keys[k] & _LOW32)
+                si[k] = i
+                sv[k] = by_frame[i]
+                state[k] = 0
+
+            a = 0
+            b = n
+            kept = n
+            if method == 1:
+                a, b = _percentile_range(sv, n, p_low, p_high)
+            elif method == 2 or method == 3:
+                pivot = sv[n // 2]
+                s1[0] = 0.0
+                s2[0] = 0.0
+                for k in range(n):
+                    d = sv[k] - pivot
+                    s1[k + 1] = s1[k] + d
+                    s2[k + 1] = s2[k] + d * d
+                a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high, max_iter)
+            elif method == 4:
+                kept = _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter)
+            if method != 4:
+                for k in range(a):
+                    state[k] = -1
+                for k in range(b, n):
+                    state[k] = 1
+                kept = b - a
+
+            lows = 0
+            highs = 0
+            wsum = 0.0
+            vsum = 0.0
+            m = 0
+            for k in range(n):
+                st = state[k]
+                if st < 0:
+                    lows += 1
+                    counts[si[k], 0] += 1
+                elif st > 0:
+                    highs += 1
+                    counts[si[k], 1] += 1
+                else:
+                    w = weights[si[k]]
+                    wsum += w
+                    vsum += w * sv[k]
+                    kv[m] = sv[k]
+                    m += 1
+            if median_combine:
+                values[p] = _median_sorted(kv, 0, m)
+            else:
+                values[p] = vsum / wsum
+            n_low[p] = lows
+            n_high[p] = highs
+            n_used[p] = kept
+
+
+# --------------------------------------------------------------------------- public API
+
+def _n_chunks(n_pix: int) -> int:
+    threads = numba.get_num_threads()
+    return max(1, min(n_pix, 8 * threads))
+
+
+def _check_weights(weights: np.ndarray | None, n_frames: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n_frames, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (n_frames,):
+        raise ValueError(f"weights must have one value per frame ({n_frames}), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError("weights must be finite and > 0")
+    return w
+
+
+def reject_and_combine_into(
+    block: np.ndarray,
+    values: np.ndarray,
+    n_low: np.ndarray,
+    n_high: np.ndarray,
+    n_used: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    params: RejectionParams = RejectionParams(),
+    frame_counts: np.ndarray | None = None,
+) -> None:
+    """Like :func:`reject_and_combine`, writing into given 1-D arrays of length P.
+
+    ``values`` is float32 or float64, the three count arrays uint16. ``frame_counts``, if
+    given, is an (N, 3) int64 array to which each frame's low-rejected, high-rejected and
+    valid (non-NaN) pixel counts are added.
+    """
+    if block.ndim != 2:
+        raise ValueError(f"block must be (N, P), got shape {block.shape}")
+    n_frames, n_pix = block.shape
+    if n_frames > MAX_FRAMES:
+        raise ValueError(f"at most {MAX_FRAMES} frames can be combined at once")
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    w = _check_weights(weights, n_frames)
+    chunks = _n_chunks(n_pix)
+    scratch = np.zeros((chunks, n_frames, 3), dtype=np.int64)
+    if n_pix:
+        _kernel(block, block.view(np.uint32), w, _METHOD_CODES[RejectionMethod(params.method)],
+                params.combine == CombineMethod.MEDIAN, params.sigma_low, params.sigma_high,
+                params.percentile_low, params.percentile_high, int(params.max_iter or 0),
+                values, n_low, n_high, n_used, scratch)
+    if frame_counts is not None:
+        frame_counts += scratch.sum(axis=0)
+
+
+def reject_and_combine(
+    block: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    params: RejectionParams = RejectionParams(),
+    frame_counts: np.ndarray | None = None,
+) -> RejectionOutput:
+    """Reject outliers and combine each pixel of an ``(N, P)`` float32 block.
+
+    Returns ``(values, n_low, n_high, n_used)``: the combined float32 value (NaN where a
+    pixel has no valid input) and uint16 counts of values rejected below, above, and kept.
+    ``weights`` (N,) weight each frame in the mean. See the module docstring for the methods.
+    """
+    n_pix = block.shape[1] if block.ndim == 2 else 0
+    out = RejectionOutput(
+        np.empty(n_pix, np.float32),
+        np.empty(n_pix, np.uint16),
+        np.empty(n_pix, np.uint16),
+        np.empty(n_pix, np.uint16),
+    )
+    reject_and_combine_into(block, *out, weights=weights, params=params,
+                            frame_counts=frame_counts)
+    return out
+
