@@ -166,7 +166,8 @@ class FitsSource:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FrameReadError(self.path, f"not a readable FITS file ({exc})") from exc
         if naxis > 3 or planes not in (1, 3):
-            raise FrameReadError(self.path, f"unsupported FITS image of {naxis} axes/{planes} planes")
+            raise FrameReadError(self.path,
+                                 f"unsupported FITS image of {naxis} axes, {planes} planes")
         if bitpix not in _FITS_DTYPES:
             raise FrameReadError(self.path, f"unsupported BITPIX {bitpix}")
         self._raw_dtype = np.dtype(_FITS_DTYPES[bitpix])

@@ -376,10 +376,10 @@ def test_budget_sets_band_height() -> None:
     shape = (101, 37, 3)
     frames = noisy_frames(5, shape, seed=8)
     for rows in (1, 7, 13):
-        budget = memory_for_band_rows(5, shape, rows, workers=2)
-        assert band_rows_for_budget(5, shape, budget, workers=2) == rows
+        budget = memory_for_band_rows(5, shape, rows, workers=1)
+        assert band_rows_for_budget(5, shape, budget, workers=1) == rows
         result = combine([ArraySource(f) for f in frames],
-                         options=CombineOptions(memory_bytes=budget, workers=2))
+                         options=CombineOptions(memory_bytes=budget, workers=1))
         assert result.band_rows <= rows and result.n_bands == math.ceil(101 / rows)
         assert result.memory_bytes <= budget
 

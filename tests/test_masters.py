@@ -144,3 +144,44 @@ def test_masters_from_camera_raw(library, tmp_path: Path) -> None:  # noqa: ANN0
         ("bias", "built"), ("dark", "built"), ("flat", "built")]
     bias, _ = read_fits_image(_master(library, "bias").path)
     assert abs(float(np.median(bias)) - SMALL.bias_level) < 3
+
+
+def test_calibrated_light_equals_the_true_sky_within_noise(built, tmp_path: Path) -> None:  # noqa: ANN001
+    from oscdeep.db.models import Frame
+    from oscdeep.pipeline.calibration import write_calibrated
+    from oscdeep.synth import expected_electrons, make_night
+
+    library, _ = built
+    with library.session() as orm:
+        lights = orm.scalars(select(Frame).where(Frame.kind == "light").order_by(Frame.date_obs))
+        ids = [f.id for f in lights]
+    run = write_calibrated(library, ids, tmp_path / "cal")
+    assert run.calibrated == 2 and run.failed == [] and len(run.written) == 2
+    night = make_night(SMALL)
+    light0 = night.frames(["light"])[0]
+    truth_adu = expected_electrons(night, light0, flat=False, dark=False) / SMALL.e_per_adu
+    image, header = read_fits_image(run.written[0])
+    assert any("bias subtracted" in h for h in header["HISTORY"])
+    # The master flat is normalised to 1 in the centre of each CFA site, so the calibrated
+    # sky is the true sky times the true flat's central level of that site.
+    true_flat = night.detector.flat
+    h, w = true_flat.shape
+    level = np.empty_like(true_flat)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            centre = true_flat[h // 4:3 * h // 4, w // 4:3 * w // 4][dy::2, dx::2]
+            level[dy::2, dx::2] = np.median(centre)
+    expected = truth_adu * level
+    # expected noise per pixel: shot + read noise, amplified by the flat division
+    gain = SMALL.e_per_adu
+    sigma = np.sqrt(truth_adu * true_flat / gain + (SMALL.read_noise / gain) ** 2)
+    sigma *= level / true_flat
+    z = (image - expected) / sigma
+    core = z[8:-8, 8:-8]
+    assert abs(float(np.median(core))) < 0.1
+    assert 0.9 < float(np.std(np.clip(core, -6, 6))) < 1.25
+    with library.session() as orm:
+        frame = orm.get(Frame, ids[0])
+        assert (frame.bias_id, frame.dark_id, frame.flat_id) == (
+            _master(library, "bias").id, _master(library, "dark").id, _master(library, "flat").id)
+        assert frame.dark_scale == pytest.approx(1.0) and frame.calibrated_at is not None

@@ -151,3 +151,12 @@ def test_lights_are_grouped_by_exposure_and_temperature(night) -> None:  # noqa:
     assert set(groups) == {(3, 300.0, -10.0), (1, 60.0, -10.0), (1, 300.0, -2.0)}
     assert groups[(1, 60.0, -10.0)].dark.master is not None
     assert groups[(3, 300.0, -10.0)].dark.master is None
+
+
+def test_nothing_matches_says_what_exists(night) -> None:  # noqa: ANN001
+    (m,) = _match(night)
+    assert m.dark.master is None and "no master dark (`oscdeep calib build`)" in m.dark.reason
+    with night.session() as orm:
+        _master(orm, "dark", "warm", temperature=5.0)
+    (m,) = _match(night)
+    assert "the library has dark #" in m.dark.reason and "temperature off by 15.0" in m.dark.reason

@@ -210,6 +210,60 @@ def calib_match(app: AppContext, query: tuple[str, ...], temp_tolerance: float, 
             _print_match(m)
 
 
+@calib_group.command("apply", context_settings=QUERY_CONTEXT)
+@query_options()
+@click.option("--output", "-o", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the calibrated lights (32-bit float FITS, *_cal.fits).")
+@click.option("--dark-scale", default=None, metavar="exposure|optimize|K",
+              help="Dark scaling: by exposure (default when exposures differ), 'optimize' "
+                   "(the factor that minimises noise), or a number.")
+@click.option("--temp-tolerance", type=float, default=2.0, show_default=True,
+              help="Largest temperature difference between a dark and the lights, °C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def calib_apply(app: AppContext, query: tuple[str, ...], out_dir: str, dark_scale: str | None,
+                temp_tolerance: float, as_json: bool, **kwargs: Any) -> None:
+    """Calibrate lights with their matched masters and write them to a folder.
+
+    QUERY is a session or a frame query (default: every accepted light). Each light gets
+    (light − bias − k·dark) / flat with cosmetic correction of hot and cold pixels; the masters
+    used are recorded on the frame and in the output's HISTORY. Your original files are not
+    touched.
+    """
+    from oscdeep.cli.console import RichProgress
+    from oscdeep.config import MatchTolerances
+    from oscdeep.pipeline.calibration import write_calibrated
+
+    scale: str | float | None = dark_scale
+    if dark_scale not in (None, "exposure", "optimize"):
+        try:
+            scale = float(dark_scale)  # type: ignore[arg-type]
+        except ValueError:
+            raise click.BadParameter("use exposure, optimize or a number",
+                                     param_hint="--dark-scale") from None
+    library = app.library()
+    with library.session() as orm:
+        ids = [f.id for f in _lights_for(orm, query, kwargs)]
+    if not ids:
+        out().print("No accepted lights match.")
+        return
+    run = write_calibrated(library, ids, out_dir, dark_scale=scale,
+                           tolerances=MatchTolerances(temperature=temp_tolerance),
+                           progress=RichProgress())
+    if as_json:
+        print_json({"calibrated": run.calibrated, "written": run.written,
+                    "failed": [{"id": i, "path": p, "error": e} for i, p, e in run.failed],
+                    "warnings": run.warnings,
+                    "groups": [_match_record(m) for m in run.matches]})
+        return
+    out().print(f"Calibrated {run.calibrated} lights into {out_dir}.")
+    for w in dict.fromkeys(run.warnings):
+        err().print(f"[yellow]warning:[/] {w}")
+    for frame_id, path, error in run.failed:
+        err().print(f"[red]failed:[/] frame {frame_id} {path}: {error}")
+
+
 def _lights_for(orm: Any, query: tuple[str, ...], kwargs: dict[str, Any]) -> list[Any]:
     """Accepted lights of a session (by name or id) or of a frame query."""
     from sqlalchemy import func, or_, select

@@ -233,6 +233,19 @@ def choose_flat(group: FrameGroup, masters: Sequence[MasterCalibration],
                                 "earlier session", rejected=rejected)
 
 
+def _explain_none(choice: Choice) -> Choice:
+    """Make an empty choice say what the library holds, in one line."""
+    if choice.master is not None:
+        return choice
+    if not choice.rejected:
+        choice.reason += f"; the library has no master {choice.role} (`oscdeep calib build`)"
+    else:
+        near = "; ".join(f"{r.label}: {r.reason}" for r in choice.rejected[:3])
+        more = f" (+{len(choice.rejected) - 3} more)" if len(choice.rejected) > 3 else ""
+        choice.reason += f"; the library has {near}{more}"
+    return choice
+
+
 def match_lights(orm: OrmSession, lights: Sequence[Frame],
                  tol: MatchTolerances = MatchTolerances()) -> list[LightGroupMatch]:
     """Group ``lights`` and choose masters for every group from the whole library."""
@@ -242,8 +255,9 @@ def match_lights(orm: OrmSession, lights: Sequence[Frame],
     out = []
     for group in groups:
         bias = choose_bias(group, masters)
-        dark = choose_dark(group, masters, bias, tol)
-        flat = choose_flat(group, masters, sessions)
+        dark = _explain_none(choose_dark(group, masters, bias, tol))
+        flat = _explain_none(choose_flat(group, masters, sessions))
+        bias = _explain_none(bias)
         session = sessions.get(group.frames[0].session_id)
         out.append(LightGroupMatch(group, session.name if session else "?", bias, dark, flat))
     return out

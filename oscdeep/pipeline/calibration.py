@@ -1,0 +1,192 @@
+"""Calibrate lights with the masters matched to them, and record which masters were used.
+
+The same step serves frame analysis, stacking and ``calib apply`` (calibrated FITS for other
+tools). Masters are loaded once per light group; the lights are read one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oscdeep.calibrate import CalibrationMasters, CalibratedFrame, calibrate_light
+from oscdeep.config import MatchTolerances
+from oscdeep.cosmetic import bad_pixel_map
+from oscdeep.db.engine import Library
+from oscdeep.db.models import Frame, utcnow
+from oscdeep.errors import FrameReadError, OscdeepError
+from oscdeep.io.fits import read_fits_image, write_fits_image
+from oscdeep.io.frames import read_frame
+from oscdeep.pipeline.matching import LightGroupMatch, match_lights
+from oscdeep.pipeline.progress import NullProgress, Progress
+
+
+def masters_for(match: LightGroupMatch, *, hot_sigma: float = 5.0,
+                cold_sigma: float = 5.0) -> CalibrationMasters:
+    """Load the chosen masters of one light group (and their bad-pixel map) from disk."""
+    pattern = match.group.frames[0].bayer_pattern
+    arrays: dict[str, np.ndarray | None] = {}
+    ids: dict[str, int] = {}
+    for choice in (match.bias, match.dark, match.flat):
+        if choice.master is None:
+            arrays[choice.role] = None
+            continue
+        try:
+            arrays[choice.role], _ = read_fits_image(choice.master.path)
+        except FrameReadError as exc:
+            raise OscdeepError(f"master {choice.role} #{choice.master.id} is unreadable "
+                               f"({exc.cause}): rebuild it with `oscdeep calib build`") from exc
+        ids[choice.role] = choice.master.id
+    dark = arrays["dark"]
+    bad = None
+    if dark is not None or arrays["flat"] is not None:
+        thermal = dark - arrays["bias"] if dark is not None and arrays["bias"] is not None else dark
+        bad = bad_pixel_map(thermal, arrays["flat"], pattern=pattern, hot_sigma=hot_sigma,
+                            cold_sigma=cold_sigma).mask
+    return CalibrationMasters(
+        bias=arrays["bias"], dark=dark,
+        dark_exposure=match.dark.master.exposure if match.dark.master else None,
+        dark_includes_bias=bool(match.dark.master.options.get("dark_includes_bias", True))
+        if match.dark.master else True,
+        flat=arrays["flat"], bad_pixels=bad, pattern=pattern, ids=ids)
+
+
+def _pedestal(frame: Frame) -> float:
+    """FITS PEDESTAL as an amount to subtract (writers use either sign)."""
+    try:
+        return abs(float(frame.header.get("PEDESTAL", 0.0)))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass
+class CalibratedLight:
+    """One calibrated light, or the reason it could not be calibrated."""
+
+    frame_id: int
+    path: str
+    image: np.ndarray | None = None
+    result: CalibratedFrame | None = None
+    error: str | None = None
+
+
+@dataclass
+class CalibrationRun:
+    """What ``calibrate_lights`` did: the matches and the per-frame outcome counts."""
+
+    matches: list[LightGroupMatch] = field(default_factory=list)
+    calibrated: int = 0
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def iter_calibrated(
+    library: Library,
+    frame_ids: Sequence[int],
+    *,
+    tolerances: MatchTolerances = MatchTolerances(),
+    dark_scale: str | float | None = None,
+    cosmetic: bool = True,
+    run: CalibrationRun | None = None,
+) -> Iterator[CalibratedLight]:
+    """Yield each light calibrated with its matched masters; records the masters on its row.
+
+    A light whose group has no usable master of some kind is calibrated without it (the run
+    gets a warning); an unreadable light is yielded with ``error`` set.
+    """
+    run = run if run is not None else CalibrationRun()
+    with library.session() as orm:
+        lights = [orm.get(Frame, i) for i in frame_ids]
+        matches = match_lights(orm, [f for f in lights if f is not None], tolerances)
+        run.matches = matches
+        plan = [(m, [(f.id, f.path, f.exposure, f.black_level, _pedestal(f))
+                     for f in m.group.frames]) for m in matches]
+    for match, members in plan:
+        for choice in (match.bias, match.dark, match.flat):
+            if choice.master is None:
+                run.warnings.append(f"{match.session_name}, {match.group.describe()}: no "
+                                    f"{choice.role} ({choice.reason})")
+            run.warnings.extend(choice.warnings)
+        masters = masters_for(match)
+        for frame_id, path, exposure, black, pedestal in members:
+            try:
+                raw, _ = read_frame(path)
+                result = calibrate_light(raw, masters, exposure=exposure,
+                                         black_level=black or 0.0, pedestal=pedestal,
+                                         dark_scale=dark_scale if dark_scale is not None
+                                         else match.dark.scale, cosmetic=cosmetic)
+            except (OscdeepError, OSError, ValueError) as exc:
+                run.failed.append((frame_id, path, str(exc)))
+                yield CalibratedLight(frame_id, path, error=str(exc))
+                continue
+            _record(library, frame_id, result)
+            run.calibrated += 1
+            yield CalibratedLight(frame_id, path, result.image, result)
+
+
+def _record(library: Library, frame_id: int, result: CalibratedFrame) -> None:
+    ids = result.record.master_ids
+    with library.session() as orm:
+        frame = orm.get(Frame, frame_id)
+        if frame is None:
+            return
+        frame.bias_id = ids.get("bias")
+        frame.dark_id = ids.get("dark")
+        frame.flat_id = ids.get("flat")
+        frame.dark_scale = result.record.dark_scale
+        frame.calibrated_at = utcnow()
+
+
+def calibrated_name(path: str) -> str:
+    """File name of a calibrated light written by ``calib apply``."""
+    stem = Path(path).name
+    for suffix in (".fits.gz", ".fit.gz", ".fits", ".fit", ".fts"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return f"{stem}_cal.fits"
+
+
+def write_calibrated(
+    library: Library,
+    frame_ids: Sequence[int],
+    out_dir: str | os.PathLike[str],
+    *,
+    tolerances: MatchTolerances = MatchTolerances(),
+    dark_scale: str | float | None = None,
+    progress: Progress | None = None,
+) -> CalibrationRun:
+    """Calibrate lights and write each as a 32-bit float FITS into ``out_dir``."""
+    progress = progress or NullProgress()
+    out = Path(out_dir)
+    run = CalibrationRun()
+    headers: dict[int, dict[str, Any]] = {}
+    with library.session() as orm:
+        for i in frame_ids:
+            frame = orm.get(Frame, i)
+            if frame is not None:
+                headers[i] = {k: v for k, v in frame.header.items()
+                              if k not in ("PEDESTAL", "BZERO", "BSCALE", "ROWORDER")}
+                if frame.bayer_pattern:
+                    headers[i]["BAYERPAT"] = frame.bayer_pattern
+                    headers[i].pop("XBAYROFF", None)
+                    headers[i].pop("YBAYROFF", None)
+    progress.begin("Calibrating lights", len(frame_ids))
+    try:
+        for item in iter_calibrated(library, frame_ids, tolerances=tolerances,
+                                    dark_scale=dark_scale, run=run):
+            if item.image is not None and item.result is not None:
+                target = out / calibrated_name(item.path)
+                write_fits_image(target, item.image, headers.get(item.frame_id),
+                                 history=item.result.record.history())
+                run.written.append(str(target))
+            progress.advance()
+    finally:
+        progress.end()
+    return run
