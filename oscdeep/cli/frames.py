@@ -148,50 +148,74 @@ def frames_list(app: AppContext, query: tuple[str, ...], sort: str | None, limit
 
 
 def _set_status(app: AppContext, query: tuple[str, ...], kwargs: dict[str, Any], status: str,
-                reason: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+                reason: str | None, dry_run: bool, yes: bool, as_json: bool,
+                auto: bool = False) -> None:
     parsed = selection(query, kwargs)
     verb = "reject" if status == "rejected" else "accept"
-    if parsed.is_all and not yes:
+    if parsed.is_all and not yes and not auto:
         raise click.UsageError(f"give a QUERY or field option to say which frames to {verb} "
                                f"(or --yes to {verb} every frame)")
     with app.library().session() as orm:
         frames = _select(orm, parsed, None, None)
-        changing = [f for f in frames if f.status != status]
-        why = reason or (parsed.describe() if status == "rejected" else None)
-        if as_json:
-            print_json({"query": parsed.describe(), "matched": len(frames), "changed":
-                        [] if dry_run else [f.id for f in changing], "dry_run": dry_run,
-                        "would_change": [f.id for f in changing], "reason": why})
+        if auto:
+            from oscdeep.pipeline.autoreject import find_outliers
+
+            pairs = find_outliers(f for f in frames
+                                  if f.kind == "light" and f.status == "accepted")
+            title = "automatic outlier rejection" + (
+                "" if parsed.is_all else f" among {parsed.describe()}")
+            if not any(f.star_count is not None for f in frames):
+                err().print("[yellow]note:[/] no frame is measured yet: run "
+                            "`oscdeep frames analyze` first")
         else:
-            out().print(f"{len(frames)} frames match '{parsed.describe()}'; "
+            why = reason or (parsed.describe() if status == "rejected" else None)
+            pairs = [(f, why) for f in frames if f.status != status]
+            title = parsed.describe()
+        changing = [f for f, _ in pairs]
+        if as_json:
+            print_json({"query": title, "matched": len(frames),
+                        "changed": [] if dry_run else [f.id for f in changing],
+                        "dry_run": dry_run, "would_change": [f.id for f in changing],
+                        "reason": pairs[0][1] if pairs and not auto else reason,
+                        "reasons": {str(f.id): r for f, r in pairs}})
+        else:
+            out().print(f"{len(frames)} frames match '{title}'; "
                         f"{len(changing)} would become {status}.")
         if dry_run or not changing:
             if not as_json:
-                for f in changing[:50]:
-                    out().print(f"  {f.id:>6}  {f.path}")
+                for f, why in pairs[:100]:
+                    out().print(f"  {f.id:>6}  {f.path.rsplit('/', 1)[-1]}"
+                                + (f"  ({why})" if auto else ""))
             return
         if not yes and sys.stdin.isatty() and not as_json:
             click.confirm(f"{verb.capitalize()} {len(changing)} frames?", abort=True,
                           err=True)
-        for f in changing:
+        for f, why in pairs:
             f.status = status
             f.reason = why
         if not as_json:
             out().print(f"{verb.capitalize()}ed {len(changing)} frames"
-                        + (f" (reason: {why})" if why else "") + ".")
+                        + (f" (reason: {pairs[0][1]})" if pairs[0][1] and not auto else "")
+                        + ".")
+            if auto:
+                for f, why in pairs:
+                    out().print(f"  {f.id:>6}  {f.path.rsplit('/', 1)[-1]}  {why}")
 
 
 @frames_group.command("reject", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
 @query_options(exclude=["reason"])
+@click.option("--auto", is_flag=True,
+              help="Reject the statistical outliers of each night (FWHM, roundness, background, "
+                   "star count; see README), among the frames QUERY selects.")
 @click.option("--reason", metavar="TEXT", help="Reason to store (default: the query in words).")
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-def frames_reject(app: AppContext, query: tuple[str, ...], reason: str | None, dry_run: bool,
-                  yes: bool, as_json: bool, **kwargs: Any) -> None:
+def frames_reject(app: AppContext, query: tuple[str, ...], auto: bool, reason: str | None,
+                  dry_run: bool, yes: bool, as_json: bool, **kwargs: Any) -> None:
     """Mark frames matching QUERY as rejected (kept in the library, left out of stacks)."""
-    _set_status(app, query, kwargs, "rejected", reason, dry_run, yes, as_json)
+    _set_status(app, query, kwargs, "rejected", reason, dry_run, yes, as_json, auto)
 
 
 @frames_group.command("accept", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
@@ -205,6 +229,59 @@ def frames_accept(app: AppContext, query: tuple[str, ...], reason: str | None, d
                   yes: bool, as_json: bool, **kwargs: Any) -> None:
     """Mark frames matching QUERY as accepted again."""
     _set_status(app, query, kwargs, "accepted", reason, dry_run, yes, as_json)
+
+
+@frames_group.command("analyze", epilog=QUERY_HELP, context_settings=QUERY_CONTEXT)
+@query_options()
+@click.option("--force", is_flag=True, help="Measure again frames that are already measured.")
+@click.option("--threshold", type=float, default=5.0, show_default=True,
+              help="Star detection threshold, in noise sigmas.")
+@click.option("--workers", type=int, metavar="N", help="Processes to use (default: all cores).")
+@click.option("--temp-tolerance", type=float, default=2.0, show_default=True,
+              help="Largest temperature difference between a dark and the lights, °C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@pass_app
+def frames_analyze(app: AppContext, query: tuple[str, ...], force: bool, threshold: float,
+                   workers: int | None, temp_tolerance: float, as_json: bool,
+                   **kwargs: Any) -> None:
+    """Calibrate each light with its masters, detect and measure its stars, store the metrics.
+
+    Stores FWHM, roundness, eccentricity, star count, background, noise, SNR and a weight on
+    each frame, and its star catalog for registration. Frames already measured with the same
+    masters are skipped (--force measures again). A frame where nothing can be measured
+    (black frame, clouds, no stars) is marked failed with the reason, and the run goes on.
+    """
+    from oscdeep.cli.console import RichProgress
+    from oscdeep.config import MatchTolerances
+    from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
+
+    parsed = selection(query, kwargs)
+    library = app.library()
+    with library.session() as orm:
+        from oscdeep.db.models import Frame
+        from oscdeep.query import select_frames
+
+        stmt = select_frames(parsed).where(Frame.kind == "light", Frame.status != "rejected")
+        ids = [f.id for f in orm.scalars(stmt).unique()]
+    options = AnalysisOptions(threshold=threshold, workers=workers, force=force,
+                              tolerances=MatchTolerances(temperature=temp_tolerance))
+    report = analyze_frames(library, ids, options, progress=RichProgress())
+    if as_json:
+        print_json({"analyzed": len(report.analyzed), "skipped": report.skipped,
+                    "frames": [{"id": o.frame_id, "path": o.path, **o.metrics,
+                                "failed": o.reason or o.error} for o in report.analyzed],
+                    "warnings": report.warnings})
+        return
+    out().print(f"Measured {len(report.measured)} lights; {len(report.unmeasurable)} could not "
+                f"be measured; {report.skipped} were already up to date.")
+    for w in dict.fromkeys(report.warnings):
+        err().print(f"[yellow]warning:[/] {w}")
+    for o in report.unmeasurable:
+        out().print(f"  [red]failed[/] {o.frame_id} {o.path.rsplit('/', 1)[-1]}: "
+                    f"{o.reason or o.error}")
+    if report.measured:
+        out().print("See them with `oscdeep frames list --sort fwhm`; reject outliers with "
+                    "`oscdeep frames reject --auto`.")
 
 
 @frames_group.command("fields")

@@ -135,6 +135,28 @@ def show_session(orm, session) -> None:  # noqa: ANN001
     tbl.columns[0].footer = "total"
     tbl.columns[1].footer = str(total_n)
     console.print(tbl)
+    show_quality(orm, session.id)
+
+
+def show_quality(orm, session_id: int | None) -> None:  # noqa: ANN001
+    """Quality of the lights: metric ranges, and counts by status with their reasons."""
+    from oscdeep.db.catalog import quality_summary
+
+    metrics, statuses = quality_summary(orm, session_id=session_id)
+    console = out()
+    if any(m.n for m in metrics):
+        tbl = table("Quality of the measured lights", ["metric", ("frames", "right"),
+                    ("median", "right"), ("min", "right"), ("max", "right"), "unit"])
+        for m in metrics:
+            if m.n:
+                tbl.add_row(m.name, str(m.n), fmt(m.median, 2), fmt(m.minimum, 2),
+                            fmt(m.maximum, 2), m.unit)
+        console.print(tbl)
+    if any(st != "accepted" for st, _, _ in statuses):
+        tbl = table("Lights by status", ["status", ("frames", "right"), "reason"])
+        for st, why, n in statuses:
+            tbl.add_row(st, str(n), why)
+        console.print(tbl)
 
 
 def _sqlite(orm) -> bool:  # noqa: ANN001
@@ -192,12 +214,16 @@ def session_list(app: AppContext, as_json: bool) -> None:
 @pass_app
 def session_show(app: AppContext, session: str, as_json: bool) -> None:
     """One session (by id or name): frames per kind, exposures, temperatures, integration."""
-    from oscdeep.db.catalog import find_session, kind_summary
+    from oscdeep.db.catalog import find_session, kind_summary, quality_summary
 
     with app.library().session() as orm:
         found = find_session(orm, session)
         if as_json:
+            metrics, statuses = quality_summary(orm, session_id=found.id)
             print_json({
+                "quality": [vars(m) for m in metrics],
+                "lights_by_status": [{"status": st, "reason": why or None, "frames": n}
+                                     for st, why, n in statuses],
                 "id": found.id, "name": found.name,
                 "target": found.target.name if found.target else None,
                 "night": found.night, "source_path": found.source_path,

@@ -136,3 +136,42 @@ def integration_by_target(orm: OrmSession) -> list[IntegrationRow]:
         .order_by(Target.name, Frame.filter)
     )
     return [IntegrationRow(t, f, n, float(e), s) for t, f, n, e, s in orm.execute(stmt)]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Median, minimum and maximum of one quality metric over measured lights."""
+
+    name: str
+    unit: str
+    n: int
+    median: float | None
+    minimum: float | None
+    maximum: float | None
+
+
+def quality_summary(orm: OrmSession, *, session_id: int | None = None
+                    ) -> tuple[list[MetricSummary], list[tuple[str, str, int]]]:
+    """Per-metric statistics of the measured lights, and (status, reason, count) rows."""
+    import statistics
+
+    stmt = select(Frame).where(Frame.kind == FrameKind.LIGHT)
+    if session_id is not None:
+        stmt = stmt.where(Frame.session_id == session_id)
+    lights = list(orm.scalars(stmt))
+    metrics = []
+    for name, attr, unit in (("FWHM", "fwhm", "px"), ("roundness", "roundness", ""),
+                             ("background", "background", "ADU"), ("noise", "noise", "ADU"),
+                             ("stars", "star_count", ""), ("weight", "weight", "")):
+        values = [getattr(f, attr) for f in lights if getattr(f, attr) is not None]
+        metrics.append(MetricSummary(name, unit, len(values),
+                                     statistics.median(values) if values else None,
+                                     min(values) if values else None,
+                                     max(values) if values else None))
+    reasons: dict[tuple[str, str], int] = {}
+    for f in lights:
+        key = (f.status, f.reason or "")
+        reasons[key] = reasons.get(key, 0) + 1
+    rows = sorted(((st, why, n) for (st, why), n in reasons.items()),
+                  key=lambda r: (r[0] != "accepted", -r[2]))
+    return metrics, rows

@@ -122,6 +122,7 @@ class Frame(Base):
     snr: Mapped[float | None] = mapped_column(Float())
     weight: Mapped[float | None] = mapped_column(Float())
     analyzed_at: Mapped[dt.datetime | None] = mapped_column(DateTime())
+    analysis_key: Mapped[str | None] = mapped_column(String(64))
 
     # calibration applied to this light (set when it is calibrated for analysis or stacking)
     bias_id: Mapped[int | None] = mapped_column(ForeignKey("master_calibrations.id"))

@@ -26,37 +26,60 @@ from oscdeep.pipeline.matching import LightGroupMatch, match_lights
 from oscdeep.pipeline.progress import NullProgress, Progress
 
 
-def masters_for(match: LightGroupMatch, *, hot_sigma: float = 5.0,
-                cold_sigma: float = 5.0) -> CalibrationMasters:
-    """Load the chosen masters of one light group (and their bad-pixel map) from disk."""
-    pattern = match.group.frames[0].bayer_pattern
-    arrays: dict[str, np.ndarray | None] = {}
-    ids: dict[str, int] = {}
-    for choice in (match.bias, match.dark, match.flat):
-        if choice.master is None:
-            arrays[choice.role] = None
-            continue
+@dataclass(frozen=True)
+class MasterSpec:
+    """Where the masters of one light group are: plain data, cheap to send to a worker."""
+
+    pattern: str | None
+    paths: dict[str, str]
+    ids: dict[str, int]
+    dark_exposure: float | None
+    dark_includes_bias: bool
+    dark_scale: float | None
+
+    @classmethod
+    def of(cls, match: LightGroupMatch) -> MasterSpec:
+        chosen = [c for c in (match.bias, match.dark, match.flat) if c.master is not None]
+        dark = match.dark.master
+        return cls(
+            pattern=match.group.frames[0].bayer_pattern,
+            paths={c.role: c.master.path for c in chosen},  # type: ignore[union-attr]
+            ids={c.role: c.master.id for c in chosen},  # type: ignore[union-attr]
+            dark_exposure=dark.exposure if dark else None,
+            dark_includes_bias=bool(dark.options.get("dark_includes_bias", True)) if dark else True,
+            dark_scale=match.dark.scale,
+        )
+
+    @property
+    def key(self) -> str:
+        """Identity of this calibration, to tell when a light's analysis has gone stale."""
+        return ":".join(f"{r}{self.ids.get(r, '-')}" for r in ("bias", "dark", "flat"))
+
+
+def load_masters(spec: MasterSpec, *, hot_sigma: float = 5.0,
+                 cold_sigma: float = 5.0) -> CalibrationMasters:
+    """Read the masters of ``spec`` from disk and find their bad pixels."""
+    arrays: dict[str, np.ndarray | None] = {"bias": None, "dark": None, "flat": None}
+    for role, path in spec.paths.items():
         try:
-            arrays[choice.role], _ = read_fits_image(choice.master.path)
+            arrays[role], _ = read_fits_image(path)
         except FrameReadError as exc:
-            raise OscdeepError(f"master {choice.role} #{choice.master.id} is unreadable "
-                               f"({exc.cause}): rebuild it with `oscdeep calib build`") from exc
-        ids[choice.role] = choice.master.id
-    dark = arrays["dark"]
+            raise OscdeepError(f"master {role} #{spec.ids[role]} is unreadable ({exc.cause}): "
+                               "rebuild it with `oscdeep calib build`") from exc
+    dark, bias = arrays["dark"], arrays["bias"]
     bad = None
     if dark is not None or arrays["flat"] is not None:
-        thermal = dark - arrays["bias"] if dark is not None and arrays["bias"] is not None else dark
-        bad = bad_pixel_map(thermal, arrays["flat"], pattern=pattern, hot_sigma=hot_sigma,
+        thermal = dark - bias if dark is not None and bias is not None and \
+            spec.dark_includes_bias else dark
+        bad = bad_pixel_map(thermal, arrays["flat"], pattern=spec.pattern, hot_sigma=hot_sigma,
                             cold_sigma=cold_sigma).mask
     return CalibrationMasters(
-        bias=arrays["bias"], dark=dark,
-        dark_exposure=match.dark.master.exposure if match.dark.master else None,
-        dark_includes_bias=bool(match.dark.master.options.get("dark_includes_bias", True))
-        if match.dark.master else True,
-        flat=arrays["flat"], bad_pixels=bad, pattern=pattern, ids=ids)
+        bias=bias, dark=dark, dark_exposure=spec.dark_exposure,
+        dark_includes_bias=spec.dark_includes_bias, flat=arrays["flat"], bad_pixels=bad,
+        pattern=spec.pattern, ids=spec.ids)
 
 
-def _pedestal(frame: Frame) -> float:
+def pedestal_of(frame: Frame) -> float:
     """FITS PEDESTAL as an amount to subtract (writers use either sign)."""
     try:
         return abs(float(frame.header.get("PEDESTAL", 0.0)))
@@ -105,7 +128,7 @@ def iter_calibrated(
         lights = [orm.get(Frame, i) for i in frame_ids]
         matches = match_lights(orm, [f for f in lights if f is not None], tolerances)
         run.matches = matches
-        plan = [(m, [(f.id, f.path, f.exposure, f.black_level, _pedestal(f))
+        plan = [(m, [(f.id, f.path, f.exposure, f.black_level, pedestal_of(f))
                      for f in m.group.frames]) for m in matches]
     for match, members in plan:
         for choice in (match.bias, match.dark, match.flat):
@@ -113,7 +136,7 @@ def iter_calibrated(
                 run.warnings.append(f"{match.session_name}, {match.group.describe()}: no "
                                     f"{choice.role} ({choice.reason})")
             run.warnings.extend(choice.warnings)
-        masters = masters_for(match)
+        masters = load_masters(MasterSpec.of(match))
         for frame_id, path, exposure, black, pedestal in members:
             try:
                 raw, _ = read_frame(path)

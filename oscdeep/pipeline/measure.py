@@ -1,0 +1,200 @@
+"""``frames analyze``: calibrate each light, find and measure its stars, store the results.
+
+Work is spread over processes; each worker loads the masters of a light group once. Results
+are committed frame by frame, so an interrupted run keeps what it finished and the next run
+skips it. A light's analysis is stale when the masters that would calibrate it change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from oscdeep.config import MatchTolerances
+from oscdeep.db.engine import Library
+from oscdeep.db.models import Frame, utcnow
+from oscdeep.pipeline.calibration import MasterSpec, load_masters, pedestal_of
+from oscdeep.pipeline.matching import match_lights
+from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.types import FrameStatus
+
+ANALYSIS_VERSION = "1"
+"""Bumped when measurements change meaning, so older analyses count as stale."""
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How lights are measured."""
+
+    threshold: float = 5.0
+    workers: int | None = None
+    force: bool = False
+    tolerances: MatchTolerances = field(default_factory=MatchTolerances)
+
+
+@dataclass(frozen=True)
+class _Task:
+    frame_id: int
+    path: str
+    exposure: float | None
+    black_level: float | None
+    pedestal: float
+    spec: MasterSpec
+    threshold: float
+
+
+@dataclass
+class FrameOutcome:
+    """Measurements of one light, or why it could not be measured."""
+
+    frame_id: int
+    path: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    catalog: bytes | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class AnalysisReport:
+    """What ``analyze_frames`` did."""
+
+    analyzed: list[FrameOutcome] = field(default_factory=list)
+    skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[FrameOutcome]:
+        return [o for o in self.analyzed if o.reason is None and o.error is None]
+
+    @property
+    def unmeasurable(self) -> list[FrameOutcome]:
+        return [o for o in self.analyzed if o.reason is not None or o.error is not None]
+
+
+_MASTERS: dict[MasterSpec, Any] = {}
+
+
+def _analyse(task: _Task) -> FrameOutcome:
+    """Worker: calibrate one light and measure it (masters cached per process)."""
+    from oscdeep.calibrate import calibrate_light
+    from oscdeep.debayer import cfa_luminance
+    from oscdeep.errors import OscdeepError
+    from oscdeep.io.frames import read_frame
+    from oscdeep.stars import frame_quality
+
+    outcome = FrameOutcome(task.frame_id, task.path)
+    try:
+        masters = _MASTERS.get(task.spec)
+        if masters is None:
+            masters = _MASTERS.setdefault(task.spec, load_masters(task.spec))
+        raw, _ = read_frame(task.path)
+        calibrated = calibrate_light(raw, masters, exposure=task.exposure,
+                                     black_level=task.black_level or 0.0,
+                                     pedestal=task.pedestal, dark_scale=task.spec.dark_scale)
+        lum = cfa_luminance(calibrated.image, task.spec.pattern) if task.spec.pattern \
+            else calibrated.image
+        quality = frame_quality(lum, threshold=task.threshold)
+    except (OscdeepError, OSError, ValueError, MemoryError) as exc:
+        outcome.error = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, OscdeepError) \
+            else str(exc)
+        return outcome
+    outcome.metrics = {
+        "fwhm": quality.fwhm, "roundness": quality.roundness,
+        "eccentricity": quality.eccentricity, "star_count": quality.star_count,
+        "background": quality.background, "noise": quality.noise, "snr": quality.snr,
+        "weight": quality.weight,
+    }
+    outcome.reason = quality.reason
+    outcome.catalog = quality.catalog.to_bytes() if quality.catalog is not None else None
+    return outcome
+
+
+def _tasks(library: Library, frame_ids: Sequence[int], options: AnalysisOptions,
+           report: AnalysisReport) -> list[_Task]:
+    tasks = []
+    with library.session() as orm:
+        lights = [f for i in frame_ids if (f := orm.get(Frame, i)) is not None]
+        for match in match_lights(orm, lights, options.tolerances):
+            for choice in (match.bias, match.dark, match.flat):
+                if choice.master is None:
+                    report.warnings.append(f"{match.session_name}, {match.group.describe()}: "
+                                           f"measured without a {choice.role}: {choice.reason}")
+            spec = MasterSpec.of(match)
+            key = f"{spec.key}:v{ANALYSIS_VERSION}:t{options.threshold:g}"
+            for f in match.group.frames:
+                if not options.force and f.analyzed_at is not None and f.analysis_key == key:
+                    report.skipped += 1
+                    continue
+                tasks.append(_Task(f.id, f.path, f.exposure, f.black_level, pedestal_of(f), spec,
+                                   options.threshold))
+    return tasks
+
+
+def _store(library: Library, outcome: FrameOutcome, key: str) -> None:
+    with library.session() as orm:
+        frame = orm.get(Frame, outcome.frame_id)
+        if frame is None:
+            return
+        for name, value in outcome.metrics.items():
+            setattr(frame, name, value)
+        frame.star_catalog = outcome.catalog
+        frame.analyzed_at = utcnow()
+        frame.analysis_key = key
+        if outcome.reason or outcome.error:
+            frame.status = FrameStatus.FAILED
+            frame.reason = f"analysis: {outcome.reason or outcome.error}"
+        elif frame.status == FrameStatus.FAILED and (frame.reason or "").startswith("analysis:"):
+            frame.status, frame.reason = FrameStatus.ACCEPTED, None
+
+
+def analyze_frames(library: Library, frame_ids: Sequence[int],
+                   options: AnalysisOptions = AnalysisOptions(), *,
+                   progress: Progress | None = None) -> AnalysisReport:
+    """Measure the given lights (skipping those already measured with the same masters)."""
+    progress = progress or NullProgress()
+    report = AnalysisReport()
+    tasks = _tasks(library, frame_ids, options, report)
+    if not tasks:
+        return report
+    keys = {t.frame_id: f"{t.spec.key}:v{ANALYSIS_VERSION}:t{t.threshold:g}" for t in tasks}
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
+    progress.begin("Analysing lights", len(tasks))
+    try:
+        if workers == 1:
+            for task in tasks:
+                _finish(library, report, _analyse(task), keys, progress)
+        else:
+            _run_pool(library, report, tasks, keys, workers, progress)
+    finally:
+        progress.end()
+    return report
+
+
+def _finish(library: Library, report: AnalysisReport, outcome: FrameOutcome,
+            keys: dict[int, str], progress: Progress) -> None:
+    _store(library, outcome, keys[outcome.frame_id])
+    report.analyzed.append(outcome)
+    progress.advance()
+
+
+def _run_pool(library: Library, report: AnalysisReport, tasks: list[_Task],
+              keys: dict[int, str], workers: int, progress: Progress) -> None:
+    # Tasks are ordered by light group, so each worker mostly reuses the masters it loaded.
+    pending: set[Future[FrameOutcome]] = set()
+    queue = list(reversed(tasks))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        try:
+            while queue or pending:
+                while queue and len(pending) < 2 * workers:
+                    pending.add(pool.submit(_analyse, queue.pop()))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    _finish(library, report, future.result(), keys, progress)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
