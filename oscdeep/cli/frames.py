@@ -132,7 +132,21 @@ def frames_list(app: AppContext, query: tuple[str, ...], sort: str | None, limit
     with app.library().session() as orm:
         frames = _select(orm, parsed, sort, limit)
         if as_json:
-            print_json([frame_record(f) for f in frames])
+            from oscdeep.pipeline.align import current_registration
+
+            records = []
+            for f in frames:
+                record = frame_record(f)
+                reg = current_registration(orm, f) if f.kind == "light" else None
+                record["transform"] = [reg.matrix[0:3], reg.matrix[3:6], reg.matrix[6:9]] \
+                    if reg else None
+                record["reference_path"] = reg.reference.path if reg else None
+                record["registration"] = {
+                    "reference_id": reg.reference_id, "reference_path": reg.reference.path,
+                    "model": reg.model, "rms_px": reg.rms, "inliers": reg.n_inliers,
+                } if reg else None
+                records.append(record)
+            print_json(records)
             return
         title = f"{len(frames)} frames: {parsed.describe()}"
         tbl = table(title, [(h, "right" if d or a in ("id", "star_count") else "left")

@@ -35,6 +35,8 @@ class Target(Base):
 
     id: Mapped[IntPk]
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    reference_frame_id: Mapped[int | None] = mapped_column(Integer())
+    """Frame every light of this target is registered to (no foreign key: frames point here)."""
     created_at: Mapped[Created]
 
     sessions: Mapped[list[Session]] = relationship(back_populates="target")
