@@ -27,6 +27,8 @@ import numba
 import numpy as np
 
 from oscdeep.errors import ConfigError, FrameReadError
+from oscdeep.progress import NullProgress, Progress
+from oscdeep.types import accept_aliases
 from oscdeep.rejection import (
     MAX_FRAMES,
     CombineMethod,
@@ -268,6 +270,8 @@ class TransformSource:
 
 # --------------------------------------------------------------------------- options
 
+@accept_aliases({"no": "none", "add": "additive", "mul": "multiplicative",
+                 "addscale": "additive_scaling", "mulscale": "multiplicative_scaling"})
 class Normalization(StrEnum):
     """Per-frame normalisation to the reference frame (Siril's names).
 
@@ -285,16 +289,6 @@ class Normalization(StrEnum):
     MULTIPLICATIVE = "multiplicative"
     ADDITIVE_SCALING = "additive_scaling"
     MULTIPLICATIVE_SCALING = "multiplicative_scaling"
-
-    @classmethod
-    def _missing_(cls, value: object) -> Normalization | None:
-        aliases = {"no": "none", "add": "additive", "mul": "multiplicative",
-                   "addscale": "additive_scaling", "mulscale": "multiplicative_scaling",
-                   "additive+scaling": "additive_scaling",
-                   "multiplicative+scaling": "multiplicative_scaling"}
-        text = str(value).strip().lower().replace("-", "_")
-        text = aliases.get(text, aliases.get(text.replace("_", ""), text))
-        return cls(text) if text in cls._value2member_map_ else None
 
 
 @dataclass(frozen=True)
@@ -512,25 +506,6 @@ def normalization_coefficients(locations: np.ndarray, scales: np.ndarray,
 
 # --------------------------------------------------------------------------- driver
 
-class _Progress(Protocol):
-    def begin(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, step: int = 1) -> None: ...
-
-    def end(self) -> None: ...
-
-
-class _NoProgress:
-    def begin(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, step: int = 1) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-
 def _bands(height: int, rows: int, balance: bool) -> list[tuple[int, int]]:
     if balance:
         count = math.ceil(height / rows)
@@ -559,7 +534,7 @@ def combine(
     *,
     options: CombineOptions = CombineOptions(),
     weights: Sequence[float] | np.ndarray | None = None,
-    progress: _Progress | None = None,
+    progress: Progress | None = None,
 ) -> CombineResult:
     """Integrate ``sources`` (all of one shape) into one image under a memory budget.
 
@@ -570,7 +545,7 @@ def combine(
     """
     t_start = time.perf_counter()
     sources = list(sources)
-    progress = progress or _NoProgress()
+    progress = progress or NullProgress()
     n_frames = len(sources)
     if n_frames == 0:
         raise ConfigError("no frames to combine")

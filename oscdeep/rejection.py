@@ -48,6 +48,8 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+
+from oscdeep.types import accept_aliases
 from numba import prange
 
 __all__ = [
@@ -64,6 +66,8 @@ MAX_FRAMES = 65535
 """Count maps are uint16, so at most this many frames can be combined at once."""
 
 
+@accept_aliases({"no": "none", "n": "none", "p": "percentile", "s": "sigma", "w": "winsorized",
+                 "l": "linear", "linearfit": "linear", "winsor": "winsorized"})
 class RejectionMethod(StrEnum):
     """Pixel rejection algorithm (Siril's names)."""
 
@@ -72,14 +76,6 @@ class RejectionMethod(StrEnum):
     SIGMA = "sigma"
     WINSORIZED = "winsorized"
     LINEAR = "linear"
-
-    @classmethod
-    def _missing_(cls, value: object) -> RejectionMethod | None:
-        aliases = {"no": "none", "n": "none", "p": "percentile", "s": "sigma",
-                   "w": "winsorized", "l": "linear", "linearfit": "linear",
-                   "linear_fit": "linear", "winsor": "winsorized"}
-        text = str(value).strip().lower()
-        return cls(aliases[text]) if text in aliases else None
 
 
 class CombineMethod(StrEnum):

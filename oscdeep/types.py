@@ -62,6 +62,30 @@ class FileFormat(StrEnum):
     RAW = "raw"
 
 
+def _canonical(text: object) -> str:
+    return "".join(ch for ch in str(text).strip().lower() if ch.isalnum())
+
+
+def accept_aliases(aliases: dict[str, str]) -> Any:
+    """Class decorator: a StrEnum also accepts ``aliases`` and any case or -/_/space spelling.
+
+    ``Method("Edge-Aware")`` then finds the member whose value is ``aliases["edge-aware"]``.
+    """
+
+    def decorate(cls: Any) -> Any:
+        table = {_canonical(k): v for k, v in aliases.items()}
+        table.update({_canonical(m.value): m.value for m in cls})
+
+        def _missing_(klass: Any, value: object) -> Any:
+            found = table.get(_canonical(value))
+            return klass(found) if found is not None else None
+
+        cls._missing_ = classmethod(_missing_)
+        return cls
+
+    return decorate
+
+
 def shift_pattern(pattern: str, dx: int, dy: int) -> str:
     """Pattern seen when the 2x2 cell is read starting ``dx`` columns right, ``dy`` rows down."""
     cell = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]

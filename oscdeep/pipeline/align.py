@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from oscdeep.db.models import Frame, Registration, Target, utcnow
 from oscdeep.db.engine import Library
 from oscdeep.errors import NotFoundError, OscdeepError
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]

@@ -23,7 +23,7 @@ from oscdeep.errors import FrameReadError, OscdeepError
 from oscdeep.io.fits import read_fits_image, write_fits_image
 from oscdeep.io.frames import read_frame
 from oscdeep.pipeline.matching import LightGroupMatch, match_lights
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 
 
 @dataclass(frozen=True)

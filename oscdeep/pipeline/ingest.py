@@ -26,7 +26,7 @@ from oscdeep.errors import FrameReadError
 from oscdeep.io.headers import kind_from_path, read_frame_meta
 from oscdeep.io.meta import FrameMeta
 from oscdeep.io.scan import scan_paths
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameKind
 
 CHUNK = 100

@@ -29,7 +29,7 @@ from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, MasterCalibration, MasterSource, utcnow
 from oscdeep.errors import OscdeepError
 from oscdeep.pipeline.calib_groups import FrameGroup, group_frames
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
 IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat",

@@ -18,7 +18,7 @@ from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, utcnow
 from oscdeep.pipeline.calibration import MasterSpec, load_masters, pedestal_of
 from oscdeep.pipeline.matching import match_lights
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
 ANALYSIS_VERSION = "1"

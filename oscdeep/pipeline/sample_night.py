@@ -25,7 +25,7 @@ import numpy as np
 
 from oscdeep.io.atomic import atomic_path
 from oscdeep.io.fits import write_fits_image
-from oscdeep.pipeline.progress import NullProgress, Progress
+from oscdeep.progress import NullProgress, Progress
 from oscdeep.synth import FrameTruth, NightConfig, NightTruth, iter_frames, make_night
 from oscdeep.types import FrameKind, flip_pattern_rows
 

@@ -1,4 +1,7 @@
-"""Progress reporting protocol: the pipeline calls it, the CLI draws it (or nothing does)."""
+"""Progress reporting protocol: long work calls it, the CLI draws it (or nothing does).
+
+At the bottom of the layers, so processing (the integration engine) and the pipeline share it.
+"""
 
 from __future__ import annotations
 
