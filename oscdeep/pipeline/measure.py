@@ -75,7 +75,7 @@ class AnalysisReport:
         return [o for o in self.analyzed if o.reason is not None or o.error is not None]
 
 
-_MASTERS: dict[MasterSpec, Any] = {}
+_MASTERS: dict[str, Any] = {}
 
 
 def _analyse(task: _Task) -> FrameOutcome:
@@ -88,9 +88,9 @@ def _analyse(task: _Task) -> FrameOutcome:
 
     outcome = FrameOutcome(task.frame_id, task.path)
     try:
-        masters = _MASTERS.get(task.spec)
+        masters = _MASTERS.get(task.spec.key)
         if masters is None:
-            masters = _MASTERS.setdefault(task.spec, load_masters(task.spec))
+            masters = _MASTERS.setdefault(task.spec.key, load_masters(task.spec))
         raw, _ = read_frame(task.path)
         calibrated = calibrate_light(raw, masters, exposure=task.exposure,
                                      black_level=task.black_level or 0.0,

@@ -1,0 +1,387 @@
+"""Demosaicing: a Bayer CFA mosaic ``(H, W)`` becomes an RGB image ``(H, W, 3)``, float32 in
+and out. Pure functions; nothing here reads files.
+
+The pattern is the frame's own (see :mod:`oscdeep.types`: arrays are top-down and the pattern
+names the 2x2 cell at array rows 0-1, so ROWORDER was already dealt with on read).
+
+Methods (:class:`DemosaicMethod`):
+
+``bilinear``
+    Each missing colour is the mean of its 2 or 4 nearest neighbours of that colour
+    (OpenCV ``COLOR_Bayer<PAT>2RGB``).
+``ea``
+    OpenCV's edge-aware variant: green at red/blue sites is averaged along the direction
+    (horizontal or vertical) with the smaller difference; red and blue as bilinear.
+``vng``
+    Variable Number of Gradients (Chang, Cheung & Pang 1999), computed here in float32 (a
+    numba kernel): eight directional gradients over a 5x5 window, the directions whose
+    gradient is at most ``1.5 min + 0.5 (max - min)`` are kept, and each missing colour is the
+    pixel's own value plus the mean colour difference over the kept directions. OpenCV's own
+    VNG takes only uint8: on a linear frame (sky 1000 ± 20 ADU, stars to 40000) that is a
+    150 ADU step and a 67 ADU rms error, three times the sky noise, so it is not used.
+``superpixel``
+    2x2 binning, half the size in each axis: output pixel ``(i, j)`` holds R, the mean of the
+    two G and B of the cell at mosaic rows ``2i, 2i+1``, columns ``2j, 2j+1``. Coordinates
+    halve: the output pixel centre ``(x, y) = (j, i)`` lies at mosaic ``(2j + 0.5, 2i + 0.5)``.
+    An odd last row or column is dropped.
+
+Precision: OpenCV's bilinear and EA accept only integers, so the finite data range
+``[lo, hi]`` of each call is mapped linearly onto 0..65535 (uint16), demosaiced, and mapped
+back. Both methods only average, so nothing clips; the error is the rounding of the input and
+of OpenCV's integer means: at most one step ``(hi - lo) / 65535``, rms ~0.35 step, plus a
++0.13 step bias (OpenCV rounds halves up), i.e. < 1.6e-5 of the data range. For 16-bit camera
+data that is at most ~0.35 ADU rms, far below sky noise (measured against a float bilinear).
+Negative values and values above 65535 are fine. One wild outlier (say 1e6 from a dead flat
+pixel) widens the range and the step with it, so repair bad pixels before demosaicing.
+``vng`` and ``superpixel`` are computed in float and need no scaling.
+
+Borders: the mosaic is mirrored (reflect-101, which keeps the Bayer phase) by 2 pixels before
+interpolating, so edge pixels are interpolated like inner ones.
+
+Missing data: NaN and ±inf pixels are *no data*. For the full-resolution methods they are
+first filled from the mean of their valid same-colour neighbours (so they do not spread into
+their neighbours' interpolation), and the output pixel at each of them is NaN in all three
+channels. For ``superpixel`` each channel is NaN where its site is missing, and green is the
+valid one of the two greens when only one is missing.
+
+Speed, ms per 3000x2000 float32 frame on the 2-core development machine (busy, so ranges):
+bilinear 45-90, ea 45-80, vng 160-330 (numba; first call ever compiles for ~2 s, then cached),
+superpixel ~12, cfa_luminance 5-8. NaN pixels add ~60-100 ms for the filling.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
+
+import cv2
+import numba
+import numpy as np
+
+from oscdeep.cfa import cfa_sites, check_pattern, site_planes
+from oscdeep.errors import ConfigError
+from oscdeep.types import BAYER_PATTERNS, accept_aliases
+
+__all__ = ["DemosaicMethod", "debayer", "cfa_luminance", "luminance", "normalize_pattern"]
+
+_U16_MAX = 65535.0
+_PAD = 2  # even, so the padded mosaic keeps the Bayer phase
+_MIRROR = cv2.BORDER_REFLECT_101  # mirrors about the edge pixel: keeps the Bayer phase too
+
+
+@accept_aliases({"edge-aware": "ea", "edge": "ea", "bilin": "bilinear", "super": "superpixel",
+                 "bin2": "superpixel", "2x2": "superpixel"})
+class DemosaicMethod(StrEnum):
+    """How missing colours are interpolated (see the module notes)."""
+
+    BILINEAR = "bilinear"
+    EA = "ea"
+    VNG = "vng"
+    SUPERPIXEL = "superpixel"
+
+def normalize_pattern(pattern: object) -> str:
+    """The Bayer pattern string in upper case; ConfigError if it is not one of the four."""
+    text = pattern.strip().upper() if isinstance(pattern, str) else pattern
+    if text is None:
+        raise ConfigError("a mono frame has no Bayer pattern to demosaic "
+                          f"(expected one of {', '.join(BAYER_PATTERNS)})")
+    try:
+        check_pattern(text)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return text  # type: ignore[return-value]
+
+
+def _method(method: DemosaicMethod | str) -> DemosaicMethod:
+    try:
+        return DemosaicMethod(method)
+    except ValueError:
+        raise ConfigError(f"unknown demosaic method {method!r} (expected one of "
+                          f"{', '.join(m.value for m in DemosaicMethod)})") from None
+
+
+def _as_mosaic(mosaic: np.ndarray, min_size: int) -> np.ndarray:
+    """Native-endian float32 (H, W) data (cv2 reads big-endian FITS arrays as garbage)."""
+    a = np.asarray(mosaic)
+    if a.ndim != 2:
+        raise ValueError(f"a CFA mosaic must be 2-D (H, W), got shape {a.shape}")
+    if min(a.shape) < min_size:
+        raise ValueError(f"mosaic {a.shape} too small: at least {min_size}x{min_size} pixels")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# --- missing data ---------------------------------------------------------------------------
+
+def _fill_plane(plane: np.ndarray, bad: np.ndarray, max_passes: int = 8) -> np.ndarray:
+    """``plane`` (one site) with bad pixels replaced by the mean of their valid 8 neighbours,
+    repeated to grow into larger holes; whatever is left gets the plane's median."""
+    plane = np.where(bad, np.float32(0), plane).astype(np.float32)
+    weight = (~bad).astype(np.float32)
+    for _ in range(max_passes):
+        if not bad.any():
+            return plane
+        total = cv2.boxFilter(plane, -1, (3, 3), normalize=False, borderType=_MIRROR)
+        count = cv2.boxFilter(weight, -1, (3, 3), normalize=False, borderType=_MIRROR)
+        grow = bad & (count > 0)
+        plane[grow] = total[grow] / count[grow]
+        weight[grow] = 1.0
+        bad = bad & ~grow
+    if bad.any():
+        good = plane[~bad]
+        plane[bad] = np.median(good) if good.size else 0.0
+    return plane
+
+
+def _fill_missing(m: np.ndarray, pattern: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mosaic with finite values everywhere, mask of the pixels that were NaN/inf or None)."""
+    if np.isfinite(m).all():
+        return m, None
+    bad = ~np.isfinite(m)
+    filled = m.copy()
+    planes = zip(site_planes(filled, pattern), site_planes(bad, pattern), strict=True)
+    for plane, plane_bad in planes:
+        plane[...] = _fill_plane(np.ascontiguousarray(plane), np.ascontiguousarray(plane_bad))
+    return filled, bad
+
+
+# --- OpenCV (integer) demosaicers -----------------------------------------------------------
+
+def _cv2_code(pattern: str, suffix: str) -> int:
+    # The explicit 4-letter names: the legacy "BayerRG" codes are shifted by one pixel.
+    return int(getattr(cv2, f"COLOR_Bayer{pattern}2RGB{suffix}"))
+
+
+def _opencv_demosaic(m: np.ndarray, pattern: str, suffix: str) -> np.ndarray:
+    """OpenCV bilinear (``suffix=""``) or EA (``"_EA"``) on finite float data, via uint16."""
+    lo, hi = (float(v) for v in cv2.minMaxLoc(m)[:2])
+    scale = _U16_MAX / (hi - lo) if hi > lo else 1.0
+    q = cv2.addWeighted(m, scale, m, 0.0, -lo * scale, dtype=cv2.CV_16U)  # rounds, saturates
+    q = cv2.copyMakeBorder(q, _PAD, _PAD, _PAD, _PAD, _MIRROR)
+    rgb = cv2.cvtColor(q, _cv2_code(pattern, suffix))[_PAD:-_PAD, _PAD:-_PAD]
+    return cv2.addWeighted(rgb, 1.0 / scale, rgb, 0.0, lo, dtype=cv2.CV_32F)
+
+
+# --- VNG in float ---------------------------------------------------------------------------
+#
+# Gradients (Chang et al.'s definitions), for the direction u from the centre p0 with the unit
+# step q across it: |p(u) - p(-u)| + |p(2u) - p0| + the same pairs shifted by ±q, weighted 1/2
+# (cardinal). Diagonal: the first two terms, plus for a red/blue centre half the four
+# green-green pairs one diagonal step apart beside them, and for a green centre the two
+# same-colour pairs two diagonal steps apart beside them. Every direction totals weight 4.
+# All of these are absolute differences of pixel pairs 2 apart (vertical, horizontal or
+# diagonal) or 1 diagonal step apart, so those six difference images are computed once,
+# vectorised, and each gradient is a handful of look-ups (the layout OpenCV's VNG uses too).
+
+_VNG_BAND = 128  # output rows per band: ~10 MB of difference images per thread
+
+
+def _vng_differences(p: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(vs, hs, a2, d2, a1, d1) of padded mosaic rows ``p``, indexed by the top-left corner
+    of each pixel pair: vs/hs are vertical/horizontal pairs 2 apart, smoothed across by
+    [1/2, 1, 1/2]; a2/d2 anti-/main-diagonal pairs 2 apart, a1/d1 one diagonal step apart."""
+    v2 = cv2.absdiff(p[:-2], p[2:])
+    h2 = cv2.absdiff(p[:, :-2], p[:, 2:])
+    across = np.array([[0.5, 1.0, 0.5]], dtype=np.float32)
+    vs = cv2.filter2D(v2, -1, across, borderType=_MIRROR)
+    hs = cv2.filter2D(h2, -1, across.T, borderType=_MIRROR)
+    a2 = cv2.absdiff(p[:-2, 2:], p[2:, :-2])
+    d2 = cv2.absdiff(p[:-2, :-2], p[2:, 2:])
+    a1 = cv2.absdiff(p[:-1, 1:], p[1:, :-1])
+    d1 = cv2.absdiff(p[:-1, :-1], p[1:, 1:])
+    return vs, hs, a2, d2, a1, d1
+
+
+@numba.njit(cache=True, nogil=True)
+def _vng_kernel(p: np.ndarray, vs: np.ndarray, hs: np.ndarray, a2: np.ndarray,
+                d2: np.ndarray, a1: np.ndarray, d1: np.ndarray, cell: np.ndarray, row0: int,
+                out: np.ndarray) -> None:
+    """VNG of padded rows ``p`` (2 extra rows and columns each side) into ``out`` (h, W, 3);
+    ``row0`` is the mosaic row of ``out[0]`` (for the Bayer phase).
+
+    Per kept direction u, each colour's estimate is the mean of its pixels in the region
+    towards u (Chang et al.): the centre's colour from p0 and p(2u) (or p(u) when that is the
+    same colour), the others from the nearest pixels of that colour on u's side. The output
+    is p0 plus the mean over kept directions of (other colour - centre colour). Kept
+    directions are 0/1 weights, not branches: the kept set is unpredictable on noisy data.
+    """
+    h, w = out.shape[0], out.shape[1]
+    for i in range(h):
+        y = i + 2
+        for j in range(w):
+            x = j + 2
+            c0 = cell[(row0 + i) & 1, j & 1]
+            green = c0 == 1
+            if green:
+                ne = a2[y - 2, x - 1] + a2[y - 1, x]
+                sw = a2[y, x - 1] + a2[y - 1, x - 2]
+                se = d2[y, x - 1] + d2[y - 1, x]
+                nw = d2[y - 2, x - 1] + d2[y - 1, x - 2]
+            else:
+                ne = 0.5 * (a1[y - 1, x - 1] + a1[y, x] + a1[y - 2, x] + a1[y - 1, x + 1])
+                sw = 0.5 * (a1[y, x] + a1[y - 1, x - 1] + a1[y + 1, x - 1] + a1[y, x - 2])
+                se = 0.5 * (d1[y, x - 1] + d1[y - 1, x] + d1[y + 1, x] + d1[y, x + 1])
+                nw = 0.5 * (d1[y - 1, x] + d1[y, x - 1] + d1[y - 2, x - 1] + d1[y - 1, x - 2])
+            gn = vs[y - 1, x] + vs[y - 2, x]
+            gs = vs[y - 1, x] + vs[y, x]
+            ge = hs[y, x - 1] + hs[y, x]
+            gw = hs[y, x - 1] + hs[y, x - 2]
+            gne = ne + a2[y - 1, x - 1] + a2[y - 2, x]
+            gsw = sw + a2[y - 1, x - 1] + a2[y, x - 2]
+            gse = se + d2[y - 1, x - 1] + d2[y, x]
+            gnw = nw + d2[y - 1, x - 1] + d2[y - 2, x - 2]
+            gmin = min(gn, gne, ge, gse, gs, gsw, gw, gnw)
+            gmax = max(gn, gne, ge, gse, gs, gsw, gw, gnw)
+            t = 1.5 * gmin + 0.5 * (gmax - gmin)
+            kn = 1.0 if gn <= t else 0.0
+            ks = 1.0 if gs <= t else 0.0
+            ke = 1.0 if ge <= t else 0.0
+            kw = 1.0 if gw <= t else 0.0
+            kne = 1.0 if gne <= t else 0.0
+            kse = 1.0 if gse <= t else 0.0
+            ksw = 1.0 if gsw <= t else 0.0
+            knw = 1.0 if gnw <= t else 0.0
+            # the 5x5 neighbourhood: n/s/e/w steps, "2" = two steps
+            v0 = p[y, x]
+            pn, ps, pe, pw = p[y - 1, x], p[y + 1, x], p[y, x + 1], p[y, x - 1]
+            pne, pse, psw, pnw = p[y - 1, x + 1], p[y + 1, x + 1], p[y + 1, x - 1], p[y - 1, x - 1]
+            pn2, ps2, pe2, pw2 = p[y - 2, x], p[y + 2, x], p[y, x + 2], p[y, x - 2]
+            pn2e, pn2w = p[y - 2, x + 1], p[y - 2, x - 1]
+            ps2e, ps2w = p[y + 2, x + 1], p[y + 2, x - 1]
+            pe2n, pe2s = p[y - 1, x + 2], p[y + 1, x + 2]
+            pw2n, pw2s = p[y - 1, x - 2], p[y + 1, x - 2]
+            if green:  # a: colour of the horizontal neighbours, b: of the vertical ones
+                ca, cb = cell[(row0 + i) & 1, (j + 1) & 1], cell[(row0 + i + 1) & 1, j & 1]
+                sc = (0.5 * ((kn + ks + ke + kw) * v0 + kn * pn2 + ks * ps2 + ke * pe2 + kw * pw2)
+                      + kne * pne + kse * pse + ksw * psw + knw * pnw)
+                sa = (ke * pe + kw * pw
+                      + 0.25 * (kn * (pe + pw + pn2e + pn2w) + ks * (pe + pw + ps2e + ps2w))
+                      + 0.5 * (kne * (pn2e + pe) + kse * (ps2e + pe)
+                               + ksw * (ps2w + pw) + knw * (pn2w + pw)))
+                sb = (kn * pn + ks * ps
+                      + 0.25 * (ke * (pn + ps + pe2n + pe2s) + kw * (pn + ps + pw2n + pw2s))
+                      + 0.5 * (kne * (pe2n + pn) + kse * (pe2s + ps)
+                               + ksw * (pw2s + ps) + knw * (pw2n + pn)))
+            else:  # a: green, b: the diagonal colour
+                ca, cb = 1, 2 - c0
+                sc = 0.5 * ((kn + ks + ke + kw + kne + kse + ksw + knw) * v0
+                            + kn * pn2 + ks * ps2 + ke * pe2 + kw * pw2
+                            + kne * p[y - 2, x + 2] + kse * p[y + 2, x + 2]
+                            + ksw * p[y + 2, x - 2] + knw * p[y - 2, x - 2])
+                sa = (kn * pn + ks * ps + ke * pe + kw * pw
+                      + 0.25 * (kne * (pn2e + pe + pn + pe2n) + kse * (pe + ps2e + ps + pe2s)
+                                + ksw * (pw + ps2w + ps + pw2s) + knw * (pn2w + pw + pn + pw2n)))
+                sb = (kne * pne + kse * pse + ksw * psw + knw * pnw
+                      + 0.5 * (kn * (pnw + pne) + ks * (psw + pse)
+                               + ke * (pne + pse) + kw * (pnw + psw)))
+            n = kn + ks + ke + kw + kne + kse + ksw + knw
+            out[i, j, c0] = v0
+            out[i, j, ca] = v0 + (sa - sc) / n
+            out[i, j, cb] = v0 + (sb - sc) / n
+
+
+def _vng(m: np.ndarray, pattern: str) -> np.ndarray:
+    """VNG over row bands, in parallel threads (the kernel and OpenCV release the GIL)."""
+    cell = np.array([c for _, _, c in cfa_sites(pattern)], dtype=np.int64).reshape(2, 2)
+    padded = cv2.copyMakeBorder(m, _PAD, _PAD, _PAD, _PAD, _MIRROR)
+    out = np.empty((*m.shape, 3), dtype=np.float32)
+
+    def band(y0: int) -> None:
+        y1 = min(y0 + _VNG_BAND, m.shape[0])
+        rows = padded[y0: y1 + 2 * _PAD]
+        _vng_kernel(rows, *_vng_differences(rows), cell, y0, out[y0:y1])
+
+    starts = range(0, m.shape[0], _VNG_BAND)
+    workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
+    if workers <= 1:
+        for y0 in starts:
+            band(y0)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(band, starts))
+    return out
+
+
+# --- super-pixel ----------------------------------------------------------------------------
+
+def _superpixel(m: np.ndarray, pattern: str) -> np.ndarray:
+    h2, w2 = m.shape[0] // 2, m.shape[1] // 2
+    cells = m[: 2 * h2, : 2 * w2]
+    out = np.empty((h2, w2, 3), dtype=np.float32)
+    greens = []
+    for dy, dx, colour in cfa_sites(pattern):
+        plane = cells[dy::2, dx::2]
+        if colour == 1:
+            greens.append(plane)
+        else:
+            out[..., colour] = plane
+    g1, g2 = greens
+    np.add(g1, g2, out=out[..., 1])
+    out[..., 1] *= np.float32(0.5)
+    if not np.isfinite(out.sum(dtype=np.float64)):
+        out[~np.isfinite(out)] = np.nan
+        out[..., 1] = np.where(np.isfinite(g1), np.where(np.isfinite(g2), out[..., 1], g1),
+                               np.where(np.isfinite(g2), g2, np.nan))
+    return out
+
+
+# --- public API -----------------------------------------------------------------------------
+
+def debayer(mosaic: np.ndarray, pattern: str, *,
+            method: DemosaicMethod | str = DemosaicMethod.BILINEAR) -> np.ndarray:
+    """Demosaic a CFA ``mosaic`` (H, W) of Bayer ``pattern`` into float32 RGB.
+
+    Returns (H, W, 3), or (H//2, W//2, 3) for ``superpixel``. Any real dtype and byte order is
+    accepted; computation is on native float32. Raises ConfigError for an unknown pattern or
+    method.
+    """
+    pattern = normalize_pattern(pattern)
+    how = _method(method)
+    m = _as_mosaic(mosaic, 2 if how is DemosaicMethod.SUPERPIXEL else 3)
+    if how is DemosaicMethod.SUPERPIXEL:
+        return _superpixel(m, pattern)
+    filled, bad = _fill_missing(m, pattern)
+    if how is DemosaicMethod.VNG:
+        rgb = _vng(filled, pattern)
+    else:
+        rgb = _opencv_demosaic(filled, pattern, "_EA" if how is DemosaicMethod.EA else "")
+    if bad is not None:
+        rgb[bad] = np.nan
+    return rgb
+
+
+_BINOMIAL = np.array([0.25, 0.5, 0.25], dtype=np.float32)
+
+
+def cfa_luminance(mosaic: np.ndarray, pattern: str) -> np.ndarray:
+    """Full-resolution luminance (R + 2G + B) / 4 straight from a mosaic, for star detection.
+
+    The mosaic is smoothed with the 3x3 binomial kernel ``[1 2 1]^T [1 2 1] / 16``, which
+    gives every colour its Bayer share at *every* pixel (whatever the site, R and B weigh 1/4
+    and G 1/2), so the colour checkerboard cancels exactly for any colour and no stellar
+    colour shifts a centroid. The kernel is symmetric, so centroids stay in mosaic
+    coordinates, and it is a mild blur (sigma 0.71 px) that a detector's matched filter
+    would apply anyway. NaN pixels are filled as in :func:`debayer` and stay NaN.
+
+    Measured with sep windowed centroids on synthetic star fields of stellar colours (FWHM
+    2-4 px): as accurate as the luminance of a bilinear demosaic (within 5 %) at a tenth of
+    the cost; 1.3-2x better than the interpolated green channel on faint stars (green alone
+    discards half the light); better than a 2x2 box, which also shifts by half a pixel, and
+    than the luminance of a VNG demosaic. The raw mosaic fails outright (its checkerboard is
+    detected as sources).
+    """
+    m, bad = _fill_missing(_as_mosaic(mosaic, 3), normalize_pattern(pattern))
+    lum = cv2.sepFilter2D(m, -1, _BINOMIAL, _BINOMIAL, borderType=_MIRROR)
+    if bad is not None:
+        lum[bad] = np.nan
+    return lum
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """(R + 2G + B) / 4 of an (H, W, 3) image as float32 (H, W): the weights of
+    :func:`cfa_luminance`, so both give the same scale for the same sky."""
+    a = np.ascontiguousarray(rgb, dtype=np.float32)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {a.shape}")
+    return cv2.transform(a, np.array([[0.25, 0.5, 0.25]], dtype=np.float32))
