@@ -36,3 +36,11 @@ class UnsupportedFileError(FrameReadError):
 
 class NotFoundError(OscdeepError):
     """A named session, target, master or stack does not exist."""
+
+
+class RegistrationError(OscdeepError):
+    """A frame's stars could not be matched to the reference's; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

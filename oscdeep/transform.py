@@ -14,9 +14,12 @@ from enum import StrEnum
 
 import numpy as np
 
-from oscdeep.errors import OscdeepError
+from oscdeep.errors import ConfigError, OscdeepError
+from oscdeep.types import accept_aliases
 
 
+@accept_aliases({"translation": "shift", "projective": "homography",
+                 "perspective": "homography"})
 class TransformModel(StrEnum):
     """Degrees of freedom of a fitted transform (each allows everything the previous does).
 
@@ -33,6 +36,15 @@ class TransformModel(StrEnum):
     def min_points(self) -> int:
         """Fewest point pairs that determine a transform of this model."""
         return _MIN_POINTS[self]
+
+
+def as_model(value: TransformModel | str) -> TransformModel:
+    """The model named ``value`` (any case; 'translation', 'projective' are accepted too)."""
+    try:
+        return TransformModel(value)
+    except ValueError:
+        names = ", ".join(m.value for m in TransformModel)
+        raise ConfigError(f"unknown transform model {value!r}: use one of {names}") from None
 
 
 _MIN_POINTS = {TransformModel.SHIFT: 1, TransformModel.SIMILARITY: 2,
@@ -59,18 +71,18 @@ class Transform:
         m /= m[2, 2]
         m.setflags(write=False)
         object.__setattr__(self, "matrix", m)
-        object.__setattr__(self, "model", TransformModel(self.model))
+        object.__setattr__(self, "model", as_model(self.model))
 
     @classmethod
     def identity(cls, model: TransformModel | str = TransformModel.AFFINE) -> Transform:
-        return cls(np.eye(3), TransformModel(model))
+        return cls(np.eye(3), as_model(model))
 
     @classmethod
     def from_list(cls, values: Sequence[float], model: TransformModel | str) -> Transform:
         """Inverse of :meth:`to_list`: nine numbers, row-major."""
         if len(values) != 9:
             raise ValueError(f"a 3x3 matrix needs 9 values, got {len(values)}")
-        return cls(np.asarray(values, dtype=np.float64).reshape(3, 3), TransformModel(model))
+        return cls(np.asarray(values, dtype=np.float64).reshape(3, 3), as_model(model))
 
     def to_list(self) -> list[float]:
         """The matrix as nine floats, row-major (the form stored in the database)."""
@@ -170,7 +182,7 @@ def fit_transform(src_xy: np.ndarray, dst_xy: np.ndarray,
     (algebraic least squares), which equals the geometric fit to first order for the small
     perspective terms of real frames.
     """
-    model = TransformModel(model)
+    model = as_model(model)
     src = np.asarray(src_xy, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst_xy, dtype=np.float64).reshape(-1, 2)
     if src.shape != dst.shape:
@@ -213,7 +225,7 @@ def similarity_params(src: np.ndarray, dst: np.ndarray, w: np.ndarray, mirrored:
 
 
 def similarity_matrix(a: complex, t: complex, mirrored: bool) -> np.ndarray:
-    """3x3 matrix of ``z' = a * z + t`` (after ``z -> -conj(z)``, i.e. ``x -> -x``, if mirrored)."""
+    """3x3 matrix of ``z' = a * z + t``, after ``z -> -conj(z)`` (``x -> -x``) if mirrored."""
     m = np.array([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag], [0.0, 0.0, 1.0]])
     if mirrored:
         m[:, 0] *= -1.0

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from oscdeep.db.models import Frame, Registration, Target, utcnow
 from oscdeep.db.engine import Library
-from oscdeep.errors import NotFoundError, OscdeepError
+from oscdeep.errors import NotFoundError, OscdeepError, RegistrationError
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
@@ -89,7 +89,7 @@ def register_frames(library: Library, frame_ids: Sequence[int],
                     options: RegisterOptions = RegisterOptions(), *,
                     progress: Progress | None = None) -> RegisterReport:
     """Register the given lights (grouped by target) and store the transforms."""
-    from oscdeep.register import RegistrationError, find_transform
+    from oscdeep.register import StarField, find_transform
     from oscdeep.stars import StarCatalog
 
     progress = progress or NullProgress()
@@ -113,6 +113,7 @@ def register_frames(library: Library, frame_ids: Sequence[int],
                 result = GroupResult(target.name if target else f"session {key[1]}",
                                      ref.id, ref.path)
                 ref_cat = StarCatalog.from_bytes(ref.star_catalog)
+                ref_field = StarField(ref_cat.xy, ref_cat["flux"])
                 existing = {r.frame_id: r for r in orm.scalars(select(Registration).where(
                     Registration.reference_id == ref.id,
                     Registration.frame_id.in_([f.id for f in members])))}
@@ -124,11 +125,11 @@ def register_frames(library: Library, frame_ids: Sequence[int],
                     try:
                         if f.id == ref.id:
                             matrix, model, rms, n_match, n_inl = IDENTITY, options.model or \
-                                "identity", 0.0, ref_cat.count, ref_cat.count
+                                "affine", 0.0, len(ref_cat), len(ref_cat)
                         else:
                             cat = StarCatalog.from_bytes(f.star_catalog)
-                            fit = find_transform(cat.xy, ref_cat.xy, model=options.model,
-                                                 frame_flux=cat.flux, ref_flux=ref_cat.flux)
+                            fit = find_transform(cat.xy, ref_field, model=options.model,
+                                                 frame_flux=cat["flux"])
                             matrix, model = fit.transform.to_list(), str(fit.transform.model)
                             rms, n_match, n_inl = fit.rms, fit.n_matches, fit.n_inliers
                     except RegistrationError as exc:
