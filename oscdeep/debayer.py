@@ -351,7 +351,8 @@ def debayer(mosaic: np.ndarray, pattern: str, *,
     return rgb
 
 
-_BINOMIAL = np.array([0.25, 0.5, 0.25], dtype=np.float32)
+LUMINANCE_KERNEL = np.array([0.25, 0.5, 0.25], dtype=np.float32)
+"""1-D smoothing kernel :func:`cfa_luminance` applies along rows and columns (PSF fits model it)."""
 
 
 def cfa_luminance(mosaic: np.ndarray, pattern: str) -> np.ndarray:
@@ -372,7 +373,7 @@ def cfa_luminance(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     detected as sources).
     """
     m, bad = _fill_missing(_as_mosaic(mosaic, 3), normalize_pattern(pattern))
-    lum = cv2.sepFilter2D(m, -1, _BINOMIAL, _BINOMIAL, borderType=_MIRROR)
+    lum = cv2.sepFilter2D(m, -1, LUMINANCE_KERNEL, LUMINANCE_KERNEL, borderType=_MIRROR)
     if bad is not None:
         lum[bad] = np.nan
     return lum

@@ -21,7 +21,7 @@ from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"
 """Bumped when measurements change meaning, so older analyses count as stale."""
 
 
@@ -81,7 +81,7 @@ _MASTERS: dict[str, Any] = {}
 def _analyse(task: _Task) -> FrameOutcome:
     """Worker: calibrate one light and measure it (masters cached per process)."""
     from oscdeep.calibrate import calibrate_light
-    from oscdeep.debayer import cfa_luminance
+    from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
     from oscdeep.errors import OscdeepError
     from oscdeep.io.frames import read_frame
     from oscdeep.stars import frame_quality
@@ -95,9 +95,11 @@ def _analyse(task: _Task) -> FrameOutcome:
         calibrated = calibrate_light(raw, masters, exposure=task.exposure,
                                      black_level=task.black_level or 0.0,
                                      pedestal=task.pedestal, dark_scale=task.spec.dark_scale)
-        lum = cfa_luminance(calibrated.image, task.spec.pattern) if task.spec.pattern \
-            else calibrated.image
-        quality = frame_quality(lum, threshold=task.threshold)
+        if task.spec.pattern:
+            lum = cfa_luminance(calibrated.image, task.spec.pattern)
+            quality = frame_quality(lum, threshold=task.threshold, kernel=LUMINANCE_KERNEL)
+        else:
+            quality = frame_quality(calibrated.image, threshold=task.threshold)
     except (OscdeepError, OSError, ValueError, MemoryError) as exc:
         outcome.error = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, OscdeepError) \
             else str(exc)
