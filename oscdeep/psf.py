@@ -227,11 +227,11 @@ class _Grid:
         dx, dy = (d.astype(np.float64) for d in stamp_offsets(self.radius + pad))
         with np.errstate(all="ignore"):  # a trial step may leave the valid region
             model, jac = _model(p, dx, dy, self.sub)
-        if self.kernel is None:
-            return model, jac
-        side = 2 * (self.radius + pad) + 1
-        model = _smooth(model.reshape(len(p), side, side), self.kernel)
-        jac = _smooth(jac.reshape(len(p), side, side, _N_PARAMS), self.kernel)
+            if self.kernel is None:
+                return model, jac
+            side = 2 * (self.radius + pad) + 1
+            model = _smooth(model.reshape(len(p), side, side), self.kernel)
+            jac = _smooth(jac.reshape(len(p), side, side, _N_PARAMS), self.kernel)
         return model.reshape(len(p), -1), jac.reshape(len(p), -1, _N_PARAMS)
 
 

@@ -1,0 +1,71 @@
+"""The processing commands end to end through the CLI: masters, analysis, rejection, registration."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oscdeep.pipeline.sample_night import write_sample_night
+from oscdeep.synth import NightConfig
+
+NIGHT = NightConfig(width=480, height=320, n_lights=8, n_darks=4, n_flats=4, n_bias=4, seed=31,
+                    pattern="BGGR", n_bad_seeing=1, cloud=False, satellite=False)
+
+
+@pytest.fixture(scope="module")
+def night_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli-night") / "night"
+    write_sample_night(root, NIGHT)
+    return root
+
+
+def test_masters_analysis_rejection_and_registration(cli, night_dir: Path) -> None:  # noqa: ANN001
+    assert cli("session", "add", night_dir).code == 0
+    built = cli("calib", "build", "--json").json()
+    assert [(g["kind"], g["status"]) for g in built["groups"]] == [
+        ("bias", "built"), ("dark", "built"), ("flat", "built")]
+    masters = cli("calib", "list", "--json").json()
+    assert {m["kind"]: m["n_frames"] for m in masters} == {"bias": 4, "dark": 4, "flat": 4}
+    assert all(Path(m["path"]).is_file() for m in masters)
+    match = cli("calib", "match", "--json").json()
+    assert len(match) == 1 and all(match[0][r]["master_id"] for r in ("bias", "dark", "flat"))
+
+    analysed = cli("frames", "analyze", "--workers", "1", "--json").json()
+    assert analysed["analyzed"] == 8 and not any(f["failed"] for f in analysed["frames"])
+    again = cli("frames", "analyze", "--json").json()
+    assert again["analyzed"] == 0 and again["skipped"] == 8
+
+    by_fwhm = cli("frames", "list", "kind:light", "--sort", "-fwhm", "--json").json()
+    assert by_fwhm[0]["fwhm_px"] == max(f["fwhm_px"] for f in by_fwhm)
+    auto = cli("frames", "reject", "--auto", "--dry-run", "--json").json()
+    assert auto["would_change"] == [by_fwhm[0]["id"]]
+    assert auto["reasons"][str(by_fwhm[0]["id"])].startswith("auto: fwhm")
+    sharp = cli("frames", "reject", "--fwhm", "<2", "--stars", "<5", "--dry-run", "--json").json()
+    assert sharp["would_change"] == []
+
+    registered = cli("register", "--json").json()
+    (group,) = registered["groups"]
+    assert len(group["registered"]) == 8 and group["failed"] == []
+    lights = cli("frames", "list", "kind:light", "--json").json()
+    reference = [f for f in lights if f["id"] == group["reference_id"]][0]
+    assert np.allclose(reference["transform"], np.eye(3))
+    assert {f["reference_path"] for f in lights} == {reference["path"]}
+    assert all(len(f["transform"]) == 3 and len(f["transform"][0]) == 3 for f in lights)
+    shown = cli("session", "show", "1", "--json").json()
+    fwhm = next(m for m in shown["quality"] if m["name"] == "FWHM")
+    assert fwhm["n"] == 8 and fwhm["minimum"] <= fwhm["median"] <= fwhm["maximum"]
+
+
+def test_calib_apply_writes_calibrated_lights(cli, night_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from oscdeep.io.fits import read_fits_header
+
+    assert cli("session", "add", night_dir).code == 0
+    assert cli("calib", "build").code == 0
+    result = cli("calib", "apply", "kind:light", "-o", tmp_path / "cal", "--json").json()
+    assert result["calibrated"] == 8 and len(result["written"]) == 8
+    header = read_fits_header(result["written"][0])
+    assert header["BITPIX"] == -32 and header["BAYERPAT"] == "BGGR"
+    assert any("flat" in h for h in header["HISTORY"])
