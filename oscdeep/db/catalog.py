@@ -59,23 +59,14 @@ def find_session(orm: OrmSession, ref: str) -> Session:
     raise NotFoundError(f"no session {ref!r}; sessions: {known}")
 
 
-def frames_by_hash(orm: OrmSession, hashes: list[str]) -> dict[str, Frame]:
-    """Frames already in the library whose content hash is in ``hashes``."""
+def frames_by(orm: OrmSession, attribute: str, values: list[str]) -> dict[str, Frame]:
+    """Frames whose ``attribute`` (``content_hash`` or ``path``) is one of ``values``, by value."""
+    column = getattr(Frame, attribute)
     out: dict[str, Frame] = {}
-    for start in range(0, len(hashes), 500):
-        chunk = hashes[start : start + 500]
-        for frame in orm.scalars(select(Frame).where(Frame.content_hash.in_(chunk))):
-            out[frame.content_hash] = frame
-    return out
-
-
-def frames_by_path(orm: OrmSession, paths: list[str]) -> dict[str, Frame]:
-    """Frames already in the library recorded at one of ``paths``."""
-    out: dict[str, Frame] = {}
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
-        for frame in orm.scalars(select(Frame).where(Frame.path.in_(chunk))):
-            out[frame.path] = frame
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        for frame in orm.scalars(select(Frame).where(column.in_(chunk))):
+            out[getattr(frame, attribute)] = frame
     return out
 
 

@@ -319,8 +319,8 @@ def _split_sessions(new: list[_Candidate], options: IngestOptions, roots: Sequen
 def _sort_out(orm: OrmSession, cands: list[_Candidate], report: IngestReport
               ) -> tuple[list[_Candidate], list[tuple[int, Path]]]:
     """Split candidates into new frames and moved ones; count unchanged, duplicates, changed."""
-    existing_hash = catalog.frames_by_hash(orm, [c.digest for c in cands])
-    existing_path = catalog.frames_by_path(orm, [str(c.path) for c in cands])
+    existing_hash = catalog.frames_by(orm, "content_hash", [c.digest for c in cands])
+    existing_path = catalog.frames_by(orm, "path", [str(c.path) for c in cands])
     new: list[_Candidate] = []
     relinks: list[tuple[int, Path]] = []
     seen: dict[str, Path] = {}
@@ -356,7 +356,7 @@ def _describe_existing_session(orm: OrmSession, cands: list[_Candidate],
     """When nothing is new, name the session the files already belong to."""
     if not cands:
         return
-    frames = catalog.frames_by_hash(orm, [cands[0].digest])
+    frames = catalog.frames_by(orm, "content_hash", [cands[0].digest])
     frame = frames.get(cands[0].digest)
     if frame is not None:
         report.session_id, report.session_name = frame.session_id, frame.session.name
