@@ -108,12 +108,14 @@ def write_fits_image(
     history: list[str] | None = None,
     dtype: str = "float32",
     row_order: str = "TOP-DOWN",
+    extensions: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write ``image`` (top-down, (H, W) or (H, W, 3)) atomically as a FITS file.
 
     ``dtype`` is ``"float32"`` (BITPIX -32) or ``"uint16"`` (BITPIX 16 with BZERO 32768, as
     cameras write). Rows are stored in ``row_order`` ('TOP-DOWN' or 'BOTTOM-UP', written to
     ROWORDER); a caller writing BOTTOM-UP mosaics gives BAYERPAT for the stored order.
+    ``extensions`` adds named 2-D image HDUs after the primary one (e.g. coverage maps).
     """
     path = Path(path)
     if row_order not in ("TOP-DOWN", "BOTTOM-UP"):
@@ -139,6 +141,12 @@ def write_fits_image(
         hdu = fits.PrimaryHDU(data.astype(np.float32, copy=False), header=hdr)
     else:
         raise ValueError(f"unsupported FITS dtype {dtype!r}")
+    hdus = fits.HDUList([hdu])
+    for name, array in (extensions or {}).items():
+        ext = np.asarray(array)
+        ext = ext[::-1] if row_order == "BOTTOM-UP" else ext
+        hdus.append(fits.ImageHDU(ext, name=name.upper()))
+        hdus[-1].header["ROWORDER"] = (row_order, "order of the stored rows")
     with atomic_path(path) as tmp:
-        hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
+        hdus.writeto(tmp, overwrite=True, output_verify="silentfix")
     return path

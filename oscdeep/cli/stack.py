@@ -1,0 +1,167 @@
+"""``oscdeep stack build|list|show``: integrate a selection of lights, recorded as a Stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oscdeep.cli.app import AppContext, pass_app
+from oscdeep.cli.console import err, fmt, fmt_duration, out, print_json, table
+from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
+
+METHODS = ["winsorized", "sigma", "linear", "percentile", "none", "median"]
+NORMS = ["additive_scaling", "additive", "multiplicative", "multiplicative_scaling", "none"]
+WEIGHTS = ["weight", "noise", "stars", "none"]
+INTERPS = ["bicubic", "bilinear", "lanczos"]
+
+
+@click.group("stack")
+def stack_group() -> None:
+    """Integrate lights into stacks, and look at the stacks built."""
+
+
+@stack_group.command("build", context_settings=QUERY_CONTEXT)
+@query_options(exclude=["target", "weight"])
+@click.option("--target", "-t", "target_name", metavar="NAME", help="Target whose lights to stack.")
+@click.option("--select", "select_text", metavar="QUERY",
+              help="Frame selection as one quoted query, e.g. 'fwhm:..3 ^session:2026-11-02*'.")
+@click.option("--method", type=click.Choice(METHODS), default="winsorized", show_default=True,
+              help="Pixel rejection.")
+@click.option("--low", type=float, default=3.0, show_default=True, help="Low rejection sigma.")
+@click.option("--high", type=float, default=3.0, show_default=True, help="High rejection sigma.")
+@click.option("--norm", type=click.Choice(NORMS), default="additive_scaling", show_default=True,
+              help="Normalisation of each frame to the reference.")
+@click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
+              help="Frame weights: the analysis weight (SNR²), 1/noise², star count, or none.")
+@click.option("--interp", type=click.Choice(INTERPS), default="bicubic", show_default=True,
+              help="Interpolation of the warp onto the reference grid.")
+@click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
+@click.option("--output", "-o", metavar="OUT.fits", help="Output FITS (default: in the library).")
+@click.option("--memory", metavar="SIZE", help="Memory budget for integrating, e.g. 4G.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None,
+                select_text: str | None, method: str, low: float, high: float, norm: str,
+                weight: str, interp: str, name: str | None, output: str | None,
+                memory: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Calibrate, debayer, warp and integrate every accepted, registered light selected.
+
+    The selection is QUERY and the field options, ANDed with --target and --select. Warped
+    frames are cached in the library, so a new selection of the same lights skips that work.
+    Writes a 32-bit float RGB FITS with COVERAGE, REJ_LOW and REJ_HIGH extensions.
+    """
+    import shlex
+
+    from oscdeep.cli.calib import _memory
+    from oscdeep.cli.console import RichProgress
+    from oscdeep.db.models import Frame
+    from oscdeep.pipeline.build import StackOptions, build_stack, unique_stack_name
+    from oscdeep.query import all_of, parse_query, select_frames
+
+    tokens = list(query)
+    if target_name:
+        tokens.append(f"target:{target_name}")
+    parts = [selection(tuple(tokens), kwargs)]
+    if select_text:
+        parts.append(parse_query(shlex.split(select_text)))
+    chosen = all_of(parts)
+    library = app.library()
+    with library.session() as orm:
+        stmt = select_frames(chosen).where(Frame.kind == "light", Frame.status == "accepted")
+        frames = list(orm.scalars(stmt).unique())
+        ids = [f.id for f in frames]
+        targets = sorted({f.target.name for f in frames if f.target})
+    if not ids:
+        raise click.UsageError("no accepted light matches the selection")
+    stack_name = unique_stack_name(library, name, targets[0] if len(targets) == 1 else "stack")
+    out_path = Path(output) if output else \
+        library.files_dir / "stacks" / f"{stack_name.replace(' ', '_').replace('#', '')}.fits"
+    options = StackOptions(rejection=method, low=low, high=high, normalization=norm,
+                           weighting=weight, interpolation=interp, memory_bytes=_memory(memory))
+    report = build_stack(library, ids, name=stack_name, output=out_path, options=options,
+                         selection=chosen.describe(), progress=RichProgress())
+    if as_json:
+        print_json(vars(report))
+        return
+    out().print(f"Stack [bold]{report.name}[/] (#{report.stack_id}): {report.frames} lights, "
+                f"{fmt_duration(report.stats.get('total_exposure_s'))} → {report.output}")
+    out().print(f"  warped {report.warped}, from cache {report.cached}, "
+                f"{report.seconds:.1f} s; noise per channel "
+                + ", ".join(f"{v:.3g}" for v in report.stats.get("noise_per_channel", [])))
+    for w in dict.fromkeys(report.warnings):
+        err().print(f"[yellow]warning:[/] {w}")
+    for frame_id, why in report.skipped:
+        err().print(f"[yellow]left out:[/] frame {frame_id}: {why}")
+
+
+def stack_record(s: Any) -> dict[str, Any]:
+    """A stack as plain data for --json."""
+    return {"id": s.id, "name": s.name, "target": s.target.name if s.target else None,
+            "selection": s.selection, "options": s.options, "status": s.status,
+            "output_path": s.output_path, "n_frames": s.n_frames,
+            "total_exposure_s": s.total_exposure, "stats": s.stats, "wall_time_s": s.wall_time,
+            "software_version": s.software_version, "created_at": s.created_at}
+
+
+@stack_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def stack_list(app: AppContext, as_json: bool) -> None:
+    """Stacks in the library with their frames, integration and output."""
+    from sqlalchemy import select
+
+    from oscdeep.db.models import Stack
+
+    with app.library().session() as orm:
+        stacks = list(orm.scalars(select(Stack).order_by(Stack.id)))
+        if as_json:
+            print_json([stack_record(s) for s in stacks])
+            return
+        if not stacks:
+            out().print("No stacks yet: `oscdeep stack build --target NAME` makes one.")
+            return
+        tbl = table("Stacks", [("id", "right"), "name", "target", ("frames", "right"),
+                               ("integration", "right"), "method", ("time", "right"), "output"])
+        for s in stacks:
+            tbl.add_row(str(s.id), s.name, s.target.name if s.target else "", str(s.n_frames),
+                        fmt_duration(s.total_exposure), s.options.get("rejection", ""),
+                        f"{s.wall_time:.1f} s" if s.wall_time else "", s.output_path or "")
+        out().print(tbl)
+
+
+@stack_group.command("show")
+@click.argument("stack")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
+    """One stack (by name or id): selection, options, statistics and every frame's weight."""
+    from sqlalchemy import select
+
+    from oscdeep.db.models import Stack
+    from oscdeep.errors import NotFoundError
+
+    with app.library().session() as orm:
+        found = orm.get(Stack, int(stack)) if stack.isdigit() else orm.scalars(
+            select(Stack).where(Stack.name == stack)).first()
+        if found is None:
+            raise NotFoundError(f"no stack {stack!r}; `oscdeep stack list` shows them")
+        record = stack_record(found)
+        record["frames"] = [{"id": m.frame_id, "path": m.frame.path, "weight": m.weight,
+                             "rejected_fraction": m.rejected_fraction} for m in found.members]
+        if as_json:
+            print_json(record)
+            return
+        for key in ("name", "target", "selection", "options", "output_path", "n_frames",
+                    "total_exposure_s", "stats", "wall_time_s", "created_at"):
+            out().print(f"{key:>17}: {fmt(record[key], 3)}")
+        tbl = table("Frames", [("id", "right"), "file", ("weight", "right"),
+                               ("rejected %", "right")])
+        for m in record["frames"]:
+            tbl.add_row(str(m["id"]), Path(m["path"]).name, fmt(m["weight"], 4),
+                        fmt(100 * (m["rejected_fraction"] or 0), 2))
+        out().print(tbl)
+
+
+COMMANDS = [stack_group]
