@@ -69,3 +69,26 @@ def test_calib_apply_writes_calibrated_lights(cli, night_dir: Path, tmp_path: Pa
     header = read_fits_header(result["written"][0])
     assert header["BITPIX"] == -32 and header["BAYERPAT"] == "BGGR"
     assert any("flat" in h for h in header["HISTORY"])
+
+
+def test_run_does_everything_then_only_what_is_missing(cli, night_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from astropy.io import fits
+
+    first = cli("run", night_dir, "-o", tmp_path / "m42.fits")
+    assert first.code == 0, first.err
+    assert "Run summary" in first.out and "8 measured" in first.out
+    with fits.open(tmp_path / "m42.fits") as hdul:
+        assert hdul[0].data.shape == (3, NIGHT.height, NIGHT.width)
+        assert hdul["COVERAGE"].data.max() >= 6
+    second = cli("run", night_dir, "-o", tmp_path / "again.fits")
+    assert second.code == 0, second.err
+    assert "0 frames added" in second.out and "0 measured" in second.out
+    stacks = cli("stack", "list", "--json").json()
+    assert len(stacks) == 2 and stacks[0]["n_frames"] == stacks[1]["n_frames"]
+    diff = cli("stack", "diff", stacks[0]["name"], stacks[1]["name"], "--json").json()
+    assert diff["only_first"] == [] and diff["only_second"] == []
+    shown = cli("stack", "show", stacks[1]["name"], "--json").json()
+    assert len(shown["frames"]) == shown["n_frames"]
+    rebuilt = cli("stack", "rebuild", stacks[0]["name"], "--select", "fwhm:..3.5", "--name",
+                  "sharp", "--json").json()
+    assert rebuilt["warped"] == 0 and rebuilt["frames"] <= shown["n_frames"]

@@ -113,3 +113,27 @@ def _reference_index(library, ids: list[int]) -> int:  # noqa: ANN001
     with library.session() as orm:
         ref = orm.scalars(select(Target)).one().reference_frame_id
     return ids.index(ref)
+
+
+def test_rebuild_and_diff(registered) -> None:  # noqa: ANN001
+    from oscdeep.pipeline.build import diff_stacks, rebuild_stack
+
+    library, ids, root = registered
+    with library.session() as orm:
+        fwhm = sorted(orm.get(Frame, i).fwhm for i in ids)
+    cut = fwhm[len(fwhm) // 2]
+    build_stack(library, ids, name="base", output=root / "base.fits",
+                options=StackOptions(workers=1, rejection="sigma"), selection="kind:light")
+    sharp = rebuild_stack(library, "base", selection=f"fwhm:..{cut}", new_name="sharp")
+    assert sharp.warped == 0 and 0 < sharp.frames < 8
+    with library.session() as orm:
+        diff = diff_stacks(orm, "base", "sharp")
+        assert diff["only_first"] and not diff["only_second"]
+        assert diff["common"] == sharp.frames
+        assert diff["differences"]["n_frames"] == (8, sharp.frames)
+        assert orm.scalars(select(Stack).where(Stack.name == "sharp")).one().options[
+            "rejection"] == "sigma"
+    again = rebuild_stack(library, "base")
+    assert again.name == "base" and again.frames == 8
+    with library.session() as orm:
+        assert len(orm.scalars(select(Stack).where(Stack.name == "base")).all()) == 1

@@ -52,9 +52,10 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
 
 
 def _register() -> None:
-    from oscdeep.cli import calib, db_cmd, demo, frames, register_cmd, session, stack, target
+    from oscdeep.cli import (calib, db_cmd, demo, frames, register_cmd, run_cmd, session,
+                             stack, target)
 
-    for module in (session, frames, calib, register_cmd, stack, target, demo, db_cmd):
+    for module in (session, frames, calib, register_cmd, stack, run_cmd, target, demo, db_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -35,9 +35,10 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
     import dataclasses
 
     from oscdeep.cli.console import RichProgress
-    from oscdeep.cli.session import print_ingest_report, show_session
+    from oscdeep.cli.run_cmd import print_run_summary
+    from oscdeep.cli.session import show_session
     from oscdeep.db.catalog import find_session
-    from oscdeep.pipeline.ingest import IngestOptions, ingest
+    from oscdeep.pipeline.run import run_pipeline
     from oscdeep.pipeline.sample_night import write_sample_night
     from oscdeep.synth import NightConfig
 
@@ -63,49 +64,17 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
     if app.db is None:
         app.db = str(directory.resolve() / "library.db")
     library = app.library()
-    report = ingest(library, [night_dir], IngestOptions(), progress=RichProgress())
-    print_ingest_report(report)
-    _process(library)
+    run = run_pipeline(library, [night_dir], output=directory / "stack.fits",
+                       progress=RichProgress())
+    print_run_summary(run)
+    report = run.ingest
     if report.session_id is not None:
         with library.session() as orm:
             show_session(orm, find_session(orm, str(report.session_id)))
     where = library.display_location()
-    out().print(f"\nLibrary: {where}\nLook around:  oscdeep --db {where} frames list --sort fwhm"
-                f"\n              oscdeep --db {where} calib match")
-
-
-def _process(library) -> None:  # noqa: ANN001
-    """The stages built so far: masters, measurement, outlier rejection, registration."""
-    from sqlalchemy import select
-
-    from oscdeep.cli.console import RichProgress
-    from oscdeep.db.models import Frame
-    from oscdeep.pipeline.align import register_frames
-    from oscdeep.pipeline.autoreject import find_outliers
-    from oscdeep.pipeline.masters import build_masters
-    from oscdeep.pipeline.measure import analyze_frames
-
-    built = build_masters(library, progress=RichProgress())
-    out().print("Masters: " + ", ".join(f"{g.kind} #{g.master_id} ({g.status})"
-                                        for g in built.groups))
-    with library.session() as orm:
-        ids = list(orm.scalars(select(Frame.id).where(Frame.kind == "light")))
-    analysed = analyze_frames(library, ids, progress=RichProgress())
-    out().print(f"Measured {len(analysed.measured)} lights "
-                f"({len(analysed.unmeasurable)} could not be measured).")
-    with library.session() as orm:
-        lights = orm.scalars(select(Frame).where(Frame.kind == "light",
-                                                 Frame.status == "accepted"))
-        for frame, why in find_outliers(lights):
-            frame.status, frame.reason = "rejected", why
-            out().print(f"Rejected {frame.path.rsplit('/', 1)[-1]}: {why}")
-    with library.session() as orm:
-        ids = list(orm.scalars(select(Frame.id).where(Frame.kind == "light",
-                                                      Frame.status == "accepted")))
-    registered = register_frames(library, ids, progress=RichProgress())
-    for g in registered.groups:
-        out().print(f"Registered {len(g.registered) + g.up_to_date} lights of {g.target} to "
-                    f"frame #{g.reference_id}; {len(g.failed)} could not be registered.")
+    out().print(f"\nLibrary: {where}\nStack:   {directory / 'stack.fits'}\n"
+                f"Look around:  oscdeep --db {where} frames list --sort fwhm\n"
+                f"              oscdeep --db {where} stack show 1")
 
 
 COMMANDS = [demo]

@@ -81,7 +81,11 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
     options = StackOptions(rejection=method, low=low, high=high, normalization=norm,
                            weighting=weight, interpolation=interp, memory_bytes=_memory(memory))
     report = build_stack(library, ids, name=stack_name, output=out_path, options=options,
-                         selection=chosen.describe(), progress=RichProgress())
+                         selection=chosen.text(), progress=RichProgress())
+    _print_report(report, as_json)
+
+
+def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
         print_json(vars(report))
         return
@@ -162,6 +166,57 @@ def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
             tbl.add_row(str(m["id"]), Path(m["path"]).name, fmt(m["weight"], 4),
                         fmt(100 * (m["rejected_fraction"] or 0), 2))
         out().print(tbl)
+
+
+@stack_group.command("rebuild")
+@click.argument("stack")
+@click.option("--select", "select_text", metavar="QUERY",
+              help="A new selection (default: the stack's own, evaluated again — new nights of "
+                   "the target that match are included).")
+@click.option("--name", "-n", metavar="NAME", help="Record the result as a new stack NAME "
+                                                    "(default: replace STACK's result).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def stack_rebuild(app: AppContext, stack: str, select_text: str | None, name: str | None,
+                  as_json: bool) -> None:
+    """Build a stack again with its options, on its selection or a new one.
+
+    Nothing upstream is recomputed: calibration, measurements, registration and cached warped
+    frames are reused; only new lights are warped.
+    """
+    from oscdeep.cli.console import RichProgress
+    from oscdeep.pipeline.build import rebuild_stack
+
+    report = rebuild_stack(app.library(), stack, selection=select_text, new_name=name,
+                           progress=RichProgress())
+    _print_report(report, as_json)
+
+
+@stack_group.command("diff")
+@click.argument("first")
+@click.argument("second")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def stack_diff(app: AppContext, first: str, second: str, as_json: bool) -> None:
+    """What differs between two stacks: frames, options and result statistics."""
+    from oscdeep.pipeline.build import diff_stacks
+
+    with app.library().session() as orm:
+        diff = diff_stacks(orm, first, second)
+    if as_json:
+        print_json(diff)
+        return
+    a, b = diff["names"]
+    out().print(f"[bold]{a}[/] vs [bold]{b}[/]")
+    out().print(f"  frames only in {a}: {len(diff['only_first'])} "
+                + " ".join(str(i) for i in diff["only_first"][:30]))
+    out().print(f"  frames only in {b}: {len(diff['only_second'])} "
+                + " ".join(str(i) for i in diff["only_second"][:30]))
+    out().print(f"  frames in both: {diff['common']}")
+    tbl = table(None, ["", a, b])
+    for key, (va, vb) in diff["differences"].items():
+        tbl.add_row(key, fmt(va, 4), fmt(vb, 4))
+    out().print(tbl)
 
 
 COMMANDS = [stack_group]

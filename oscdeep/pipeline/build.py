@@ -26,7 +26,7 @@ from oscdeep import __version__
 from oscdeep.config import MatchTolerances
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Registration, Stack, StackFrame, Target, utcnow
-from oscdeep.errors import OscdeepError
+from oscdeep.errors import NotFoundError, OscdeepError
 from oscdeep.pipeline.calibration import MasterSpec, load_masters, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
@@ -318,3 +318,73 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
         orm.flush()
         report.stack_id = stack.id
     return report
+
+
+def _find_stack(orm: Any, ref: str) -> Stack:
+    from sqlalchemy import select
+
+    found = orm.get(Stack, int(ref)) if ref.isdigit() else orm.scalars(
+        select(Stack).where(Stack.name == ref)).first()
+    if found is None:
+        raise NotFoundError(f"no stack {ref!r}; `oscdeep stack list` shows them")
+    return found
+
+
+def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
+                  new_name: str | None = None, progress: Progress | None = None) -> StackReport:
+    """Build stack ``ref`` again (its options; its selection or ``selection``)."""
+    import shlex
+
+    from oscdeep.query import parse_query, select_frames
+
+    with library.session() as orm:
+        old = _find_stack(orm, ref)
+        text = selection if selection is not None else (old.selection or "")
+        query = parse_query(shlex.split(text))
+        if old.target is not None:
+            query = query & parse_query([f"target_id:{old.target_id}"])
+        stmt = select_frames(query).where(Frame.kind == "light",
+                                          Frame.status == FrameStatus.ACCEPTED)
+        ids = [f.id for f in orm.scalars(stmt).unique()]
+        options = StackOptions(**{k: v for k, v in old.options.items()
+                                  if k in StackOptions.__dataclass_fields__})
+        name, output, old_id = old.name, old.output_path, old.id
+    if output is None:
+        raise OscdeepError(f"stack {name!r} has no output file to rebuild")
+    if new_name is not None:
+        name = unique_stack_name(library, new_name, name)
+        output = str(Path(output).with_name(name.replace(" ", "_").replace("#", "") + ".fits"))
+        return build_stack(library, ids, name=name, output=output, options=options,
+                           selection=query.text(), progress=progress)
+    # Built under a temporary name; the old record is replaced only once the new one exists.
+    report = build_stack(library, ids, name=f"{name} (rebuilding {old_id})", output=output,
+                         options=options, selection=query.text(), progress=progress)
+    with library.session() as orm:
+        orm.delete(orm.get(Stack, old_id))
+        orm.flush()
+        orm.get(Stack, report.stack_id).name = name
+    report.name = name
+    return report
+
+
+def diff_stacks(orm: Any, first: str, second: str) -> dict[str, Any]:
+    """Frames in one stack and not the other, and the options and statistics that differ."""
+    a, b = _find_stack(orm, first), _find_stack(orm, second)
+    fa, fb = {m.frame_id for m in a.members}, {m.frame_id for m in b.members}
+    differences: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a.options) | set(b.options)):
+        if a.options.get(key) != b.options.get(key):
+            differences[f"option {key}"] = (a.options.get(key), b.options.get(key))
+    for key in ("n_frames", "total_exposure", "wall_time", "selection"):
+        differences[key] = (getattr(a, key), getattr(b, key))
+    noise_a = a.stats.get("noise_per_channel") or []
+    noise_b = b.stats.get("noise_per_channel") or []
+    for i, (na, nb) in enumerate(zip(noise_a, noise_b, strict=False)):
+        differences[f"noise {'RGB'[i]}"] = (na, nb)
+    fwhm = {s.id: [m.frame.fwhm for m in s.members if m.frame.fwhm] for s in (a, b)}
+    for s in (a, b):
+        values = sorted(fwhm[s.id])
+        fwhm[s.id] = [values[len(values) // 2]] if values else [None]
+    differences["median frame fwhm"] = (fwhm[a.id][0], fwhm[b.id][0])
+    return {"names": [a.name, b.name], "only_first": sorted(fa - fb),
+            "only_second": sorted(fb - fa), "common": len(fa & fb), "differences": differences}

@@ -1,0 +1,73 @@
+"""``oscdeep run``: a whole night (or several) from raw files to a stack, in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oscdeep.cli.app import AppContext, pass_app
+from oscdeep.cli.console import err, fmt_duration, out, table
+from oscdeep.cli.stack import INTERPS, METHODS, NORMS, WEIGHTS
+
+
+@click.command("run")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--target", "-t", metavar="NAME", help="Target of the lights (default: OBJECT).")
+@click.option("--output", "-o", required=True, metavar="OUT.fits", help="The stack to write.")
+@click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
+@click.option("--method", type=click.Choice(METHODS), default="winsorized", show_default=True,
+              help="Pixel rejection of the stack.")
+@click.option("--norm", type=click.Choice(NORMS), default="additive_scaling", show_default=True,
+              help="Normalisation of each frame to the reference.")
+@click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
+              help="Frame weights.")
+@click.option("--interp", type=click.Choice(INTERPS), default="bicubic", show_default=True,
+              help="Interpolation of the warp.")
+@pass_app
+def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: str,
+        name: str | None, method: str, norm: str, weight: str, interp: str) -> None:
+    """Ingest PATHS, build masters, measure, reject outliers, register and stack, in one go.
+
+    Each step skips what the library already holds, so running it again after an
+    interruption, or with a new night of the same target, does only the missing work.
+    """
+    from oscdeep.cli.console import RichProgress
+    from oscdeep.pipeline.build import StackOptions
+    from oscdeep.pipeline.run import run_pipeline
+
+    report = run_pipeline(app.library(), list(paths), output=output, target=target, name=name,
+                          stack_options=StackOptions(rejection=method, normalization=norm,
+                                                     weighting=weight, interpolation=interp),
+                          progress=RichProgress())
+    print_run_summary(report)
+
+
+def print_run_summary(report: Any) -> None:
+    """One table: what each step of a run did."""
+    tbl = table("Run summary", ["step", "result"])
+    ing = report.ingest
+    tbl.add_row("ingest", f"{len(ing.added)} frames added ({', '.join(f'{n} {k}' for k, n in sorted(ing.added_by_kind().items())) or 'none new'}), "
+                f"{ing.unchanged} known, {len(ing.skipped)} skipped")
+    built = report.masters.groups
+    tbl.add_row("masters", ", ".join(f"{g.kind} #{g.master_id} {g.status}" for g in built)
+                or "no calibration frames")
+    an = report.analysis
+    tbl.add_row("analysis", f"{len(an.measured)} measured, {len(an.unmeasurable)} failed, "
+                f"{an.skipped} already measured")
+    tbl.add_row("rejection", f"{len(report.rejected)} outliers rejected")
+    for g in report.registration.groups:
+        tbl.add_row("registration", f"{g.target}: {len(g.registered) + g.up_to_date} registered "
+                    f"to frame #{g.reference_id}, {len(g.failed)} failed")
+    for s in report.stacks:
+        tbl.add_row("stack", f"{s.name}: {s.frames} lights, "
+                    f"{fmt_duration(s.stats.get('total_exposure_s'))} → {s.output}")
+    out().print(tbl)
+    for why in dict.fromkeys(w for s in report.stacks for w in s.warnings):
+        err().print(f"[yellow]warning:[/] {why}")
+    for frame_id, why in report.rejected:
+        err().print(f"rejected frame {frame_id}: {why}")
+
+
+COMMANDS = [run]
