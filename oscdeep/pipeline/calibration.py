@@ -55,6 +55,17 @@ class MasterSpec:
         """Identity of this calibration, to tell when a light's analysis has gone stale."""
         return ":".join(f"{r}{self.ids.get(r, '-')}" for r in ("bias", "dark", "flat"))
 
+    @property
+    def cache_key(self) -> str:
+        """Identity of the loaded masters in a process: ids repeat across libraries, so the files
+        themselves (path and modification time) name them."""
+        parts = []
+        for role in ("bias", "dark", "flat"):
+            path = self.paths.get(role)
+            stamp = os.stat(path).st_mtime_ns if path and os.path.exists(path) else 0
+            parts.append(f"{role}={path or ''}@{stamp}")
+        return "|".join(parts)
+
 
 def load_masters(spec: MasterSpec, *, hot_sigma: float = 5.0,
                  cold_sigma: float = 5.0) -> CalibrationMasters:

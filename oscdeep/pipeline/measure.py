@@ -88,9 +88,9 @@ def _analyse(task: _Task) -> FrameOutcome:
 
     outcome = FrameOutcome(task.frame_id, task.path)
     try:
-        masters = _MASTERS.get(task.spec.key)
+        masters = _MASTERS.get(task.spec.cache_key)
         if masters is None:
-            masters = _MASTERS.setdefault(task.spec.key, load_masters(task.spec))
+            masters = _MASTERS.setdefault(task.spec.cache_key, load_masters(task.spec))
         raw, _ = read_frame(task.path)
         calibrated = calibrate_light(raw, masters, exposure=task.exposure,
                                      black_level=task.black_level or 0.0,
