@@ -137,3 +137,27 @@ def test_rebuild_and_diff(registered) -> None:  # noqa: ANN001
     assert again.name == "base" and again.frames == 8
     with library.session() as orm:
         assert len(orm.scalars(select(Stack).where(Stack.name == "base")).all()) == 1
+
+
+@pytest.mark.parametrize(("cfa", "scale", "pixfrac", "filled"),
+                         [(False, 2, 0.7, 0.99), (True, 1, 1.0, 0.95)])
+def test_drizzle_grids(registered, cfa: bool, scale: int, pixfrac: float,
+                       filled: float) -> None:  # noqa: ANN001
+    """2x drizzle of debayered frames; Bayer drizzle (each CFA pixel into its own colour).
+
+    With 8 frames a Bayer drizzle leaves a few holes (each colour samples a quarter or half
+    of the pixels): they are NaN, never zero.
+    """
+    library, ids, root = registered
+    out = root / f"drizzle_{cfa}.fits"
+    report = build_stack(library, ids, name=f"drizzle {cfa}", output=out,
+                         options=StackOptions(workers=1, drizzle=scale, pixfrac=pixfrac,
+                                              cfa_drizzle=cfa))
+    assert report.frames == 8
+    with fits.open(out) as hdul:
+        data = hdul[0].data.astype(np.float32)
+        assert data.shape == (3, scale * NIGHT.height, scale * NIGHT.width)
+        m = 20 * scale
+        inner = data[:, m:-m, m:-m]
+        assert np.isfinite(inner).mean() > filled
+        assert not np.any(inner == 0)  # holes are NaN, not zeros

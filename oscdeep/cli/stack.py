@@ -37,6 +37,12 @@ def stack_group() -> None:
               help="Frame weights: the analysis weight (SNR²), 1/noise², star count, or none.")
 @click.option("--interp", type=click.Choice(INTERPS), default="bicubic", show_default=True,
               help="Interpolation of the warp onto the reference grid.")
+@click.option("--drizzle", type=click.FloatRange(1.0, 4.0), metavar="SCALE",
+              help="Drizzle onto a SCALE× finer grid (2 or 3) instead of interpolating.")
+@click.option("--pixfrac", type=click.FloatRange(0.05, 1.0), default=0.7, show_default=True,
+              help="Drizzle drop size, as a fraction of an input pixel.")
+@click.option("--cfa-drizzle", is_flag=True,
+              help="Bayer drizzle: drop each CFA pixel into its own colour, without debayering.")
 @click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
 @click.option("--output", "-o", metavar="OUT.fits", help="Output FITS (default: in the library).")
 @click.option("--memory", metavar="SIZE", help="Memory budget for integrating, e.g. 4G.")
@@ -44,7 +50,8 @@ def stack_group() -> None:
 @pass_app
 def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None,
                 select_text: str | None, method: str, low: float, high: float, norm: str,
-                weight: str, interp: str, name: str | None, output: str | None,
+                weight: str, interp: str, drizzle: float | None, pixfrac: float,
+                cfa_drizzle: bool, name: str | None, output: str | None,
                 memory: str | None, as_json: bool, **kwargs: Any) -> None:
     """Calibrate, debayer, warp and integrate every accepted, registered light selected.
 
@@ -78,8 +85,11 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
     stack_name = unique_stack_name(library, name, targets[0] if len(targets) == 1 else "stack")
     out_path = Path(output) if output else \
         library.files_dir / "stacks" / f"{stack_name.replace(' ', '_').replace('#', '')}.fits"
+    if cfa_drizzle and not drizzle:
+        drizzle = 1.0
     options = StackOptions(rejection=method, low=low, high=high, normalization=norm,
-                           weighting=weight, interpolation=interp, memory_bytes=_memory(memory))
+                           weighting=weight, interpolation=interp, drizzle=drizzle,
+                           pixfrac=pixfrac, cfa_drizzle=cfa_drizzle, memory_bytes=_memory(memory))
     report = build_stack(library, ids, name=stack_name, output=out_path, options=options,
                          selection=chosen.text(), progress=RichProgress())
     _print_report(report, as_json)

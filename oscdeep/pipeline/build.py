@@ -47,6 +47,9 @@ class StackOptions:
     weighting: str = "weight"
     interpolation: str = "bicubic"
     debayer: str = "bilinear"
+    drizzle: float | None = None
+    pixfrac: float = 0.7
+    cfa_drizzle: bool = False
     memory_bytes: int | None = None
     workers: int | None = None
 
@@ -69,6 +72,9 @@ class _WarpTask:
     debayer: str
     interpolation: str
     cache_path: str
+    drizzle: float | None = None
+    pixfrac: float = 0.7
+    cfa_drizzle: bool = False
 
 
 @dataclass
@@ -139,10 +145,15 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
         calibrated = calibrate_light(raw, masters, exposure=task.exposure,
                                      black_level=task.black_level or 0.0, pedestal=task.pedestal,
                                      dark_scale=task.spec.dark_scale).image
-        rgb = debayer(calibrated, task.spec.pattern, method=task.debayer) \
-            if task.spec.pattern else calibrated
         transform = Transform.from_list(list(task.matrix), task.model)
-        warped = warp_image(rgb, transform, task.out_shape, interpolation=task.interpolation)
+        if task.drizzle and task.cfa_drizzle and task.spec.pattern:
+            warped = _drizzled(calibrated, transform, task, pattern=task.spec.pattern)
+        else:
+            rgb = debayer(calibrated, task.spec.pattern, method=task.debayer) \
+                if task.spec.pattern else calibrated
+            warped = (_drizzled(rgb, transform, task) if task.drizzle else
+                      warp_image(rgb, transform, task.out_shape,
+                                 interpolation=task.interpolation))
         target = Path(task.cache_path)
         tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, warped.astype(np.float32, copy=False))
@@ -150,6 +161,18 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
     except (OscdeepError, OSError, ValueError, MemoryError) as exc:
         return task.frame_id, str(exc)
     return task.frame_id, None
+
+
+def _drizzled(image: np.ndarray, transform: Any, task: _WarpTask, *,
+              pattern: str | None = None) -> np.ndarray:
+    """One frame dropped onto the drizzle grid (NaN where it left no weight)."""
+    from oscdeep.drizzle import DrizzleAccumulator
+
+    channels = 3 if pattern or image.ndim == 3 else 1
+    acc = DrizzleAccumulator(task.out_shape, channels, scale=task.drizzle or 1.0,
+                             pixfrac=task.pixfrac, kernel="turbo")
+    acc.add(image, transform, pattern=pattern)
+    return acc.result()[0]
 
 
 def _plan(library: Library, frame_ids: Sequence[int], options: StackOptions,
@@ -172,6 +195,10 @@ def _plan(library: Library, frame_ids: Sequence[int], options: StackOptions,
         ref = orm.get(Frame, target.reference_frame_id)
         assert ref is not None
         out_shape = (ref.height, ref.width)
+        if options.drizzle:
+            from oscdeep.drizzle import output_shape
+
+            out_shape = output_shape(out_shape, options.drizzle)
         regs = {r.frame_id: r for r in orm.scalars(select(Registration).where(
             Registration.reference_id == ref.id,
             Registration.frame_id.in_([f.id for f in lights])))}
@@ -186,11 +213,14 @@ def _plan(library: Library, frame_ids: Sequence[int], options: StackOptions,
                 key = _warp_key({"frame": f.content_hash, "masters": spec.key,
                                  "matrix": [round(v, 9) for v in reg.matrix],
                                  "shape": out_shape, "debayer": options.debayer,
-                                 "interp": options.interpolation, "v": WARP_VERSION})
+                                 "interp": options.interpolation, "drizzle": options.drizzle,
+                                 "pixfrac": options.pixfrac, "cfa": options.cfa_drizzle,
+                                 "v": WARP_VERSION})
                 tasks.append(_WarpTask(
                     f.id, f.path, f.exposure, f.black_level, pedestal_of(f), spec,
                     tuple(reg.matrix), reg.model, out_shape, options.debayer,
-                    options.interpolation, str(cache_dir(library) / f"{f.id}_{key}.npy")))
+                    options.interpolation, str(cache_dir(library) / f"{f.id}_{key}.npy"),
+                    options.drizzle, options.pixfrac, options.cfa_drizzle))
                 weights[f.id] = _weight(f, options.weighting)
         for f in lights:
             if f.id not in regs:
