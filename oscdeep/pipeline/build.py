@@ -311,7 +311,8 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     result = combine(sources, options=combine_options,
                      weights=[weights[t.frame_id] for t in used], progress=progress)
     image = result.image
-    coverage = result.n_used.max(axis=-1) if result.n_used.ndim == 3 else result.n_used
+    present = result.n_used.astype(np.int32) + result.rejected_low + result.rejected_high
+    coverage = present.max(axis=-1) if present.ndim == 3 else present  # frames with data here
     noise = background_noise(image)
     exposure = sum(t.exposure or 0.0 for t in used)
     report.frames = len(used)
