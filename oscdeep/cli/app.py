@@ -43,8 +43,12 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
     \b
     Typical night:
       oscdeep session add ~/astro/2026-11-20/ --target M31
-      oscdeep frames list --sort date
+      oscdeep calib build
+      oscdeep frames analyze
       oscdeep frames reject --fwhm '>4'
+      oscdeep register
+      oscdeep stack build --target M31 --name all
+    or all at once:  oscdeep run ~/astro/2026-11-20/ --target M31 -o m31.fits
     Try it on a generated night:  oscdeep demo
     """
     ctx.obj = AppContext(db=db, debug=debug)
