@@ -212,3 +212,40 @@ def test_true_and_measured_transforms_give_the_same_stack(registered) -> None:  
     spread = 1.4826 * np.nanmedian(np.abs(diff - np.nanmedian(diff)))  # star cores aside
     assert spread < 0.25 * sigma, (spread, sigma)
     assert abs(np.nanmedian(diff)) < 0.05 * sigma
+
+
+def test_real_frame_with_wcs_keeps_it_in_the_stack(tmp_path: Path) -> None:
+    """The NGC 7023 Seestar light carries a plate solution: the stack on its grid keeps it."""
+    from oscdeep.db.engine import open_library
+
+    from .conftest import SEESTAR, require_real
+
+    require_real(SEESTAR)
+    library = open_library(tmp_path / "lib.db")
+    ingest(library, [SEESTAR])
+    with library.session() as orm:
+        ids = list(orm.scalars(select(Frame.id).where(Frame.object == "NGC 7023")))
+    analyze_frames(library, ids, AnalysisOptions(workers=1))
+    register_frames(library, ids)
+    out = tmp_path / "ngc7023.fits"
+    build_stack(library, ids, name="ngc", output=out,
+                options=StackOptions(workers=1, rejection="none"))
+    header = fits.getheader(out)
+    source = fits.getheader(next(SEESTAR.glob("*NGC7023*")))
+    assert header["CTYPE1"].startswith("RA---TAN") and header["CRVAL1"] == source["CRVAL1"]
+    assert header["CRPIX2"] == source["CRPIX2"] and header["OBJECT"] == "NGC 7023"
+    library.close()
+
+
+def test_cache_limit_evicts_the_least_recently_used(registered) -> None:  # noqa: ANN001
+    library, ids, root = registered
+    build_stack(library, ids, name="fill", output=root / "fill.fits",
+                options=StackOptions(workers=1, interpolation="bilinear"))
+    files, _ = cache_usage(library)
+    assert files >= 8
+    one = NIGHT.width * NIGHT.height * 3 * 4 + 128  # one warped float32 RGB frame as .npy
+    report = build_stack(library, ids[:3], name="small", output=root / "small.fits",
+                         options=StackOptions(workers=1, interpolation="bilinear",
+                                              cache_limit=4 * one))
+    assert report.cache_removed > 0 and report.cache_files <= 4
+    assert report.cache_bytes <= 4 * one + one  # the frames just used are kept

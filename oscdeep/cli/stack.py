@@ -46,13 +46,17 @@ def stack_group() -> None:
 @click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
 @click.option("--output", "-o", metavar="OUT.fits", help="Output FITS (default: in the library).")
 @click.option("--memory", metavar="SIZE", help="Memory budget for integrating, e.g. 4G.")
+@click.option("--cache-limit", metavar="SIZE",
+              help="Disk the warped-frame cache may use, e.g. 50G (default: half the free disk, "
+                   "at most 20G); least recently used frames go first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None,
                 select_text: str | None, method: str, low: float, high: float, norm: str,
                 weight: str, interp: str, drizzle: float | None, pixfrac: float,
                 cfa_drizzle: bool, name: str | None, output: str | None,
-                memory: str | None, as_json: bool, **kwargs: Any) -> None:
+                memory: str | None, cache_limit: str | None, as_json: bool,
+                **kwargs: Any) -> None:
     """Calibrate, debayer, warp and integrate every accepted, registered light selected.
 
     The selection is QUERY and the field options, ANDed with --target and --select. Warped
@@ -89,7 +93,8 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
         drizzle = 1.0
     options = StackOptions(rejection=method, low=low, high=high, normalization=norm,
                            weighting=weight, interpolation=interp, drizzle=drizzle,
-                           pixfrac=pixfrac, cfa_drizzle=cfa_drizzle, memory_bytes=_memory(memory))
+                           pixfrac=pixfrac, cfa_drizzle=cfa_drizzle, memory_bytes=_memory(memory),
+                           cache_limit=_memory(cache_limit))
     report = build_stack(library, ids, name=stack_name, output=out_path, options=options,
                          selection=chosen.text(), progress=RichProgress())
     _print_report(report, as_json)
@@ -101,9 +106,14 @@ def _print_report(report: Any, as_json: bool) -> None:
         return
     out().print(f"Stack [bold]{report.name}[/] (#{report.stack_id}): {report.frames} lights, "
                 f"{fmt_duration(report.stats.get('total_exposure_s'))} → {report.output}")
+    stats = report.stats
     out().print(f"  warped {report.warped}, from cache {report.cached}, "
                 f"{report.seconds:.1f} s; noise per channel "
-                + ", ".join(f"{v:.3g}" for v in report.stats.get("noise_per_channel", [])))
+                + ", ".join(f"{v:.3g}" for v in stats.get("noise_per_channel", []))
+                + f"; {stats.get('star_count', 0)} stars, FWHM {fmt(stats.get('fwhm_px'), 2)} px")
+    out().print(f"  cache: {report.cache_files} warped frames, "
+                f"{report.cache_bytes / 2**30:.2f} GiB"
+                + (f" ({report.cache_removed} old ones removed)" if report.cache_removed else ""))
     for w in dict.fromkeys(report.warnings):
         err().print(f"[yellow]warning:[/] {w}")
     for frame_id, why in report.skipped:

@@ -52,10 +52,12 @@ class StackOptions:
     cfa_drizzle: bool = False
     memory_bytes: int | None = None
     workers: int | None = None
+    cache_limit: int | None = None
 
     def record(self) -> dict[str, Any]:
         """Options as stored on the Stack row."""
-        return {k: v for k, v in asdict(self).items() if k not in ("memory_bytes", "workers")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("memory_bytes", "workers", "cache_limit")}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class StackReport:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    cache_files: int = 0
+    cache_bytes: int = 0
+    cache_removed: int = 0
 
 
 def cache_dir(library: Library) -> Path:
@@ -119,6 +124,15 @@ def trim_cache(library: Library, limit_bytes: int, keep: Sequence[Path] = ()) ->
         f.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def default_cache_limit(library: Library) -> int:
+    """Half the free disk where the cache lives, at most 20 GiB."""
+    import shutil
+
+    folder = cache_dir(library)
+    folder.mkdir(parents=True, exist_ok=True)
+    return min(20 << 30, shutil.disk_usage(folder).free // 2)
 
 
 def _warp_key(task_fields: dict[str, Any]) -> str:
@@ -248,6 +262,54 @@ def background_noise(image: np.ndarray) -> list[float]:
             for p in planes]
 
 
+def result_stars(image: np.ndarray) -> dict[str, Any]:
+    """Star count and median FWHM / roundness measured on the stack's luminance."""
+    from oscdeep.debayer import luminance
+    from oscdeep.stars import frame_quality
+
+    lum = luminance(image) if image.ndim == 3 else image
+    quality = frame_quality(np.ascontiguousarray(lum, dtype=np.float32))
+    return {"star_count": quality.star_count, "fwhm_px": quality.fwhm,
+            "roundness": quality.roundness}
+
+
+_WCS_KEYS = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2",
+             "CD2_1", "CD2_2", "CDELT1", "CDELT2", "CROTA2", "CUNIT1", "CUNIT2", "EQUINOX",
+             "RADESYS", "LONPOLE", "LATPOLE")
+
+
+def _reference_wcs(library: Library, target: Target | None,
+                   drizzle: float | None) -> dict[str, Any]:
+    """The reference frame's WCS (the stack is on its grid), rescaled for a drizzle grid.
+
+    Only a linear WCS is carried (SIP distortion terms would need refitting).
+    """
+    if target is None or target.reference_frame_id is None:
+        return {}
+    with library.session() as orm:
+        ref = orm.get(Frame, target.reference_frame_id)
+        if ref is None:
+            return {}
+        header, height, bottom_up = dict(ref.header), ref.height, ref.row_order == "BOTTOM-UP"
+    wcs = {k: header[k] for k in _WCS_KEYS if k in header}
+    if "CTYPE1" not in wcs or str(wcs.get("CTYPE1", "")).endswith("-SIP"):
+        return {}
+    if bottom_up:  # the file counted rows from the bottom; the stack counts them from the top
+        if "CRPIX2" in wcs:
+            wcs["CRPIX2"] = height + 1 - float(wcs["CRPIX2"])
+        for key in ("CD1_2", "CD2_2", "CDELT2"):
+            if key in wcs:
+                wcs[key] = -float(wcs[key])
+    if drizzle and drizzle != 1:
+        for axis in ("1", "2"):
+            if f"CRPIX{axis}" in wcs:  # FITS pixel 1 is our pixel 0's centre
+                wcs[f"CRPIX{axis}"] = (float(wcs[f"CRPIX{axis}"]) - 0.5) * drizzle + 0.5
+        for key in ("CD1_1", "CD1_2", "CD2_1", "CD2_2", "CDELT1", "CDELT2"):
+            if key in wcs:
+                wcs[key] = float(wcs[key]) / drizzle
+    return wcs
+
+
 def _progressing(results: Any, progress: Progress) -> Any:
     for item in results:
         progress.advance()
@@ -313,18 +375,19 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     image = result.image
     present = result.n_used.astype(np.int32) + result.rejected_low + result.rejected_high
     coverage = present.max(axis=-1) if present.ndim == 3 else present  # frames with data here
-    noise = background_noise(image)
     exposure = sum(t.exposure or 0.0 for t in used)
     report.frames = len(used)
-    report.seconds = time.perf_counter() - start
-    report.stats = {"noise_per_channel": noise, "total_exposure_s": exposure,
-                    "max_coverage": int(coverage.max()) if coverage.size else 0}
+    report.stats = {"noise_per_channel": background_noise(image), "total_exposure_s": exposure,
+                    "max_coverage": int(coverage.max()) if coverage.size else 0,
+                    **result_stars(image)}
     header = {"OBJECT": target.name if target else "", "NCOMBINE": len(used),
               "EXPTIME": exposure, "OSCSTACK": name, "OSCREJ": options.rejection,
-              "OSCNORM": options.normalization, "OSCSOFT": f"oscdeep {__version__}"}
+              "OSCNORM": options.normalization, "OSCSOFT": f"oscdeep {__version__}",
+              **_reference_wcs(library, target, options.drizzle)}
     history = [f"oscdeep {__version__} stack '{name}' of {len(used)} lights",
                f"selection: {selection or 'all accepted, registered lights'}",
                f"options: {json.dumps(options.record(), sort_keys=True)}"]
+    history += sorted({f"masters: {t.spec.key}" for t in used})
     history += [f"frame: {Path(t.path).name} weight {weights[t.frame_id]:.4g}" for t in used]
     write_fits_image(output, image, header, history=history,
                      extensions={"COVERAGE": coverage.astype(np.int16),
@@ -333,6 +396,11 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                                  "REJ_HIGH": result.rejected_high.sum(axis=-1).astype(np.int16)
                                  if result.rejected_high.ndim == 3 else result.rejected_high})
     report.output = str(output)
+    limit = options.cache_limit if options.cache_limit is not None else \
+        default_cache_limit(library)
+    report.cache_removed = trim_cache(library, limit, keep=[Path(t.cache_path) for t in used])
+    report.cache_files, report.cache_bytes = cache_usage(library)
+    report.seconds = time.perf_counter() - start
     rejected = result.frame_rejected_low_fraction + result.frame_rejected_high_fraction
     with library.session() as orm:
         stack = Stack(name=name, target_id=target.id if target else None, selection=selection,
