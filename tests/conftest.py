@@ -103,3 +103,29 @@ def night(tmp_path: Path) -> Path:
     (root / "Lights" / "truncated.fits").write_bytes(good[: len(good) // 2])
     (root / "Lights" / "holiday.cr2").write_text("not a raw file")
     return root
+
+
+def prepare_night(root: Path, config, *, workers: int = 1, register: bool = False):  # noqa: ANN001, ANN201
+    """Write a synthetic night under ``root``, ingest it into a new library, build its masters
+    and measure its lights (and register them); returns (library, light ids by time, analysis)."""
+    from sqlalchemy import select
+
+    from oscdeep.db.engine import open_library
+    from oscdeep.db.models import Frame
+    from oscdeep.pipeline.align import register_frames
+    from oscdeep.pipeline.ingest import ingest
+    from oscdeep.pipeline.masters import build_masters
+    from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
+    from oscdeep.pipeline.sample_night import write_sample_night
+
+    write_sample_night(root / "night", config)
+    library = open_library(root / "lib.db")
+    ingest(library, [root / "night"])
+    build_masters(library)
+    with library.session() as orm:
+        ids = list(orm.scalars(select(Frame.id).where(Frame.kind == "light")
+                               .order_by(Frame.date_obs)))
+    analysis = analyze_frames(library, ids, AnalysisOptions(workers=workers))
+    if register:
+        register_frames(library, ids)
+    return library, ids, analysis

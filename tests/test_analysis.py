@@ -12,7 +12,6 @@ from sqlalchemy import select
 from oscdeep.db.models import Frame, Registration, Target
 from oscdeep.pipeline.align import RegisterOptions, register_frames
 from oscdeep.pipeline.ingest import ingest
-from oscdeep.pipeline.masters import build_masters
 from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
 from oscdeep.pipeline.sample_night import write_sample_night
 from oscdeep.synth import NightConfig, make_night
@@ -24,17 +23,9 @@ NIGHT = NightConfig(width=640, height=480, n_lights=10, n_darks=5, n_flats=5, n_
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from oscdeep.db.engine import open_library
+    from .conftest import prepare_night
 
-    root = tmp_path_factory.mktemp("analysis")
-    write_sample_night(root / "night", NIGHT)
-    library = open_library(root / "lib.db")
-    ingest(library, [root / "night"])
-    build_masters(library)
-    with library.session() as orm:
-        ids = list(orm.scalars(select(Frame.id).where(Frame.kind == "light")
-                               .order_by(Frame.date_obs)))
-    report = analyze_frames(library, ids, AnalysisOptions(workers=2))
+    library, ids, report = prepare_night(tmp_path_factory.mktemp("analysis"), NIGHT, workers=2)
     yield library, ids, report
     library.close()
 

@@ -13,9 +13,7 @@ from oscdeep.db.models import Frame, Stack
 from oscdeep.pipeline.align import register_frames
 from oscdeep.pipeline.build import StackOptions, build_stack, cache_usage
 from oscdeep.pipeline.ingest import ingest
-from oscdeep.pipeline.masters import build_masters
 from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
-from oscdeep.pipeline.sample_night import write_sample_night
 from oscdeep.synth import NightConfig, make_night
 
 NIGHT = NightConfig(width=400, height=300, n_lights=8, n_darks=4, n_flats=4, n_bias=4, seed=41,
@@ -24,18 +22,10 @@ NIGHT = NightConfig(width=400, height=300, n_lights=8, n_darks=4, n_flats=4, n_b
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from oscdeep.db.engine import open_library
+    from .conftest import prepare_night
 
     root = tmp_path_factory.mktemp("stack")
-    write_sample_night(root / "night", NIGHT)
-    library = open_library(root / "lib.db")
-    ingest(library, [root / "night"])
-    build_masters(library)
-    with library.session() as orm:
-        ids = list(orm.scalars(select(Frame.id).where(Frame.kind == "light")
-                               .order_by(Frame.date_obs)))
-    analyze_frames(library, ids, AnalysisOptions(workers=1))
-    register_frames(library, ids)
+    library, ids, _ = prepare_night(root, NIGHT, register=True)
     yield library, ids, root
     library.close()
 

@@ -27,7 +27,7 @@ from oscdeep.config import MatchTolerances
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Registration, Stack, StackFrame, Target, utcnow
 from oscdeep.errors import NotFoundError, OscdeepError
-from oscdeep.pipeline.calibration import MasterSpec, load_masters, pedestal_of
+from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
@@ -61,13 +61,7 @@ class StackOptions:
 
 
 @dataclass(frozen=True)
-class _WarpTask:
-    frame_id: int
-    path: str
-    exposure: float | None
-    black_level: float | None
-    pedestal: float
-    spec: MasterSpec
+class _WarpTask(LightJob):
     matrix: tuple[float, ...]
     model: str
     out_shape: tuple[int, int]
@@ -140,25 +134,14 @@ def _warp_key(task_fields: dict[str, Any]) -> str:
     return digest[:24]
 
 
-_MASTERS: dict[str, Any] = {}
-
-
 def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
     """Worker: calibrate, debayer and warp one light into the cache; returns (id, error)."""
-    from oscdeep.calibrate import calibrate_light
     from oscdeep.debayer import debayer
-    from oscdeep.io.frames import read_frame
     from oscdeep.transform import Transform
     from oscdeep.warp import warp_image
 
     try:
-        masters = _MASTERS.get(task.spec.cache_key)
-        if masters is None:
-            masters = _MASTERS.setdefault(task.spec.cache_key, load_masters(task.spec))
-        raw, _ = read_frame(task.path)
-        calibrated = calibrate_light(raw, masters, exposure=task.exposure,
-                                     black_level=task.black_level or 0.0, pedestal=task.pedestal,
-                                     dark_scale=task.spec.dark_scale).image
+        calibrated = calibrate_job(task).image
         transform = Transform.from_list(list(task.matrix), task.model)
         if task.drizzle and task.cfa_drizzle and task.spec.pattern:
             warped = _drizzled(calibrated, transform, task, pattern=task.spec.pattern)

@@ -90,6 +90,32 @@ def load_masters(spec: MasterSpec, *, hot_sigma: float = 5.0,
         pattern=spec.pattern, ids=spec.ids)
 
 
+@dataclass(frozen=True)
+class LightJob:
+    """One light for a worker process to calibrate: where it is and which masters apply."""
+
+    frame_id: int
+    path: str
+    exposure: float | None
+    black_level: float | None
+    pedestal: float
+    spec: MasterSpec
+
+
+_LOADED: dict[str, CalibrationMasters] = {}
+
+
+def calibrate_job(job: LightJob) -> CalibratedFrame:
+    """Read and calibrate one light; each process loads a set of masters only once."""
+    masters = _LOADED.get(job.spec.cache_key)
+    if masters is None:
+        masters = _LOADED.setdefault(job.spec.cache_key, load_masters(job.spec))
+    raw, _ = read_frame(job.path)
+    return calibrate_light(raw, masters, exposure=job.exposure,
+                           black_level=job.black_level or 0.0, pedestal=job.pedestal,
+                           dark_scale=job.spec.dark_scale)
+
+
 def pedestal_of(frame: Frame) -> float:
     """FITS PEDESTAL as an amount to subtract (writers use either sign)."""
     try:

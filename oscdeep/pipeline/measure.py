@@ -16,7 +16,7 @@ from typing import Any
 from oscdeep.config import MatchTolerances
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, utcnow
-from oscdeep.pipeline.calibration import MasterSpec, load_masters, pedestal_of
+from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
@@ -36,13 +36,7 @@ class AnalysisOptions:
 
 
 @dataclass(frozen=True)
-class _Task:
-    frame_id: int
-    path: str
-    exposure: float | None
-    black_level: float | None
-    pedestal: float
-    spec: MasterSpec
+class _Task(LightJob):
     threshold: float
 
 
@@ -75,26 +69,15 @@ class AnalysisReport:
         return [o for o in self.analyzed if o.reason is not None or o.error is not None]
 
 
-_MASTERS: dict[str, Any] = {}
-
-
 def _analyse(task: _Task) -> FrameOutcome:
     """Worker: calibrate one light and measure it (masters cached per process)."""
-    from oscdeep.calibrate import calibrate_light
     from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
     from oscdeep.errors import OscdeepError
-    from oscdeep.io.frames import read_frame
     from oscdeep.stars import frame_quality
 
     outcome = FrameOutcome(task.frame_id, task.path)
     try:
-        masters = _MASTERS.get(task.spec.cache_key)
-        if masters is None:
-            masters = _MASTERS.setdefault(task.spec.cache_key, load_masters(task.spec))
-        raw, _ = read_frame(task.path)
-        calibrated = calibrate_light(raw, masters, exposure=task.exposure,
-                                     black_level=task.black_level or 0.0,
-                                     pedestal=task.pedestal, dark_scale=task.spec.dark_scale)
+        calibrated = calibrate_job(task)
         if task.spec.pattern:
             lum = cfa_luminance(calibrated.image, task.spec.pattern)
             quality = frame_quality(lum, threshold=task.threshold, kernel=LUMINANCE_KERNEL)
