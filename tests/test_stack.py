@@ -239,3 +239,40 @@ def test_cache_limit_evicts_the_least_recently_used(registered) -> None:  # noqa
                                               cache_limit=4 * one))
     assert report.cache_removed > 0 and report.cache_files <= 4
     assert report.cache_bytes <= 4 * one + one  # the frames just used are kept
+
+
+@pytest.mark.parametrize(("method", "tolerance"), [("none", 0.10), ("winsorized", 0.15)])
+def test_stack_noise_falls_as_one_over_sqrt_n(library, tmp_path: Path, method: str,
+                                              tolerance: float) -> None:  # noqa: ANN001
+    """Pure-noise lights (registered at the identity): noise of N stacked ≈ noise of one / √N."""
+    from oscdeep.db.models import Registration, Target
+    from oscdeep.io.fits import write_fits_image
+
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "noise" / "lights"
+    for i in range(16):
+        data = 1000 + rng.normal(0, 20, (96, 128))
+        write_fits_image(folder / f"n{i:02d}.fits", data,
+                         {"IMAGETYP": "Light Frame", "OBJECT": "Noise", "EXPTIME": 60.0,
+                          "BAYERPAT": "RGGB", "DATE-OBS": f"2026-11-20T22:{i:02d}:00"},
+                         dtype="uint16")
+    ingest(library, [folder])
+    with library.session() as orm:
+        frames = list(orm.scalars(select(Frame).order_by(Frame.date_obs)))
+        target = orm.scalars(select(Target)).one()
+        target.reference_frame_id = frames[0].id
+        for f in frames:
+            orm.add(Registration(frame_id=f.id, reference_id=frames[0].id, model="affine",
+                                 matrix=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], options={}))
+        ids = [f.id for f in frames]
+    options = StackOptions(workers=1, rejection=method, normalization="none", weighting="none",
+                           interpolation="bilinear")
+
+    def noise(path: Path) -> np.ndarray:
+        data = fits.getdata(path).astype(np.float64)[:, 8:-8, 8:-8]
+        return data.reshape(3, -1).std(axis=1)
+
+    build_stack(library, ids[:1], name="one", output=tmp_path / "one.fits", options=options)
+    build_stack(library, ids, name="all16", output=tmp_path / "all.fits", options=options)
+    ratio = noise(tmp_path / "all.fits") / noise(tmp_path / "one.fits")
+    assert np.all(np.abs(ratio * np.sqrt(16) - 1) < tolerance), ratio * 4
