@@ -91,3 +91,33 @@ def test_run_does_everything_then_only_what_is_missing(cli, night_dir: Path, tmp
     rebuilt = cli("stack", "rebuild", stacks[0]["name"], "--select", "fwhm:..3.5", "--name",
                   "sharp", "--json").json()
     assert rebuilt["warped"] == 0 and rebuilt["frames"] <= shown["n_frames"]
+
+
+@pytest.mark.parametrize("delay", [1.5, 4.0])
+def test_a_killed_run_resumes_cleanly(night_dir: Path, tmp_path: Path, delay: float) -> None:
+    """SIGKILL in the middle of `oscdeep run`, then run again: consistent library, full result."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "lib.db"
+    args = [sys.executable, "-m", "oscdeep", "--db", str(db), "run", str(night_dir),
+            "-o", str(tmp_path / "out.fits")]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(db) as conn:
+        frames = conn.execute("SELECT count(*), count(DISTINCT content_hash) FROM frames").fetchone()
+        assert frames == (20, 20)
+        lights = conn.execute("SELECT count(*) FROM frames WHERE kind='light' AND "
+                              "analyzed_at IS NOT NULL").fetchone()[0]
+        assert lights == 8
+    assert (tmp_path / "out.fits").exists()
