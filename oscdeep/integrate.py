@@ -115,6 +115,47 @@ class ArraySource:
         np.copyto(out, self._array[y0:y1], casting="unsafe")
 
 
+class NpySource:
+    """A frame in a ``.npy`` file, read row band by row band with plain file reads.
+
+    Unlike a memory map, reading does not leave the whole file mapped into the process, so
+    the memory a stack uses stays within its budget however many frames it combines.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self._offset = fh.tell()
+        if fortran or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3):
+            raise FrameReadError(self.path, f"unsupported cached frame layout {shape}")
+        self._shape = tuple(shape)
+        self._dtype = np.dtype(dtype)
+        self._row_bytes = int(np.prod(shape[1:])) * self._dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def read_rows(self, y0: int, y1: int) -> np.ndarray:
+        out = np.empty((y1 - y0, *self._shape[1:]), np.float32)
+        self.read_rows_into(out, y0, y1)
+        return out
+
+    def read_rows_into(self, out: np.ndarray, y0: int, y1: int) -> None:
+        _check_rows(self.shape, y0, y1)
+        count = (y1 - y0) * self._row_bytes
+        with open(self.path, "rb", buffering=0) as fh:
+            raw = os.pread(fh.fileno(), count, self._offset + y0 * self._row_bytes)
+        if len(raw) != count:
+            raise FrameReadError(self.path, "cached frame is truncated")
+        rows = np.frombuffer(raw, dtype=self._dtype).reshape(y1 - y0, *self._shape[1:])
+        np.copyto(out, rows, casting="unsafe")
+
+
 _FITS_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 

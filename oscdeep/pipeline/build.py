@@ -319,7 +319,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                 options: StackOptions = StackOptions(), selection: str | None = None,
                 progress: Progress | None = None) -> StackReport:
     """Integrate the given (registered, accepted) lights into ``output`` and record the stack."""
-    from oscdeep.integrate import ArraySource, CombineOptions, combine
+    from oscdeep.integrate import CombineOptions, NpySource, combine
     from oscdeep.io.fits import write_fits_image
 
     progress = progress or NullProgress()
@@ -348,7 +348,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     used = [t for t in tasks if t.frame_id not in failed]
     for t in used:
         os.utime(t.cache_path)
-    sources = [ArraySource(np.load(t.cache_path, mmap_mode="r")) for t in used]
+    sources = [NpySource(t.cache_path) for t in used]
     combine_options = CombineOptions(rejection=options.rejection, sigma_low=options.low,
                                      sigma_high=options.high,
                                      normalization=options.normalization,
