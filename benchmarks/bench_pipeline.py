@@ -357,7 +357,7 @@ def _med(values: list[float]) -> str:
 
 
 def print_night(label: str, runs: dict[str, list[Run]], siril_ref: tuple[float, float]) -> None:
-    osc, sir, cmd = runs["oscdeep run"], runs["Siril"], runs["oscdeep all frames"]
+    sir, cmd = runs["Siril"], runs["oscdeep all frames"]
     print(f"\n=== {label}: {len(sir)} runs each, alternating (oscdeep run, Siril, "
           f"oscdeep all frames) ===")
     print(f"{'variant':<22} {'runs (wall s)':<26} {'median':>7} {'/Siril':>7} {'CPU s':>7} "
