@@ -61,7 +61,7 @@ import numpy as np
 
 from oscdeep.cfa import cfa_sites, check_pattern, site_planes
 from oscdeep.errors import ConfigError
-from oscdeep.types import BAYER_PATTERNS, accept_aliases
+from oscdeep.types import BAYER_PATTERNS, accept_aliases, choice
 
 __all__ = ["DemosaicMethod", "debayer", "cfa_luminance", "luminance", "normalize_pattern"]
 
@@ -94,11 +94,7 @@ def normalize_pattern(pattern: object) -> str:
 
 
 def _method(method: DemosaicMethod | str) -> DemosaicMethod:
-    try:
-        return DemosaicMethod(method)
-    except ValueError:
-        raise ConfigError(f"unknown demosaic method {method!r} (expected one of "
-                          f"{', '.join(m.value for m in DemosaicMethod)})") from None
+    return choice(DemosaicMethod, method, "demosaic method")
 
 
 def _as_mosaic(mosaic: np.ndarray, min_size: int) -> np.ndarray:

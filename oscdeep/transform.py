@@ -14,8 +14,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from oscdeep.errors import ConfigError, OscdeepError
-from oscdeep.types import accept_aliases
+from oscdeep.errors import OscdeepError
+from oscdeep.types import accept_aliases, choice
 
 
 @accept_aliases({"translation": "shift", "projective": "homography",
@@ -40,11 +40,7 @@ class TransformModel(StrEnum):
 
 def as_model(value: TransformModel | str) -> TransformModel:
     """The model named ``value`` (any case; 'translation', 'projective' are accepted too)."""
-    try:
-        return TransformModel(value)
-    except ValueError:
-        names = ", ".join(m.value for m in TransformModel)
-        raise ConfigError(f"unknown transform model {value!r}: use one of {names}") from None
+    return choice(TransformModel, value, "transform model")
 
 
 _MIN_POINTS = {TransformModel.SHIFT: 1, TransformModel.SIMILARITY: 2,

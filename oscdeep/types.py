@@ -86,6 +86,17 @@ def accept_aliases(aliases: dict[str, str]) -> Any:
     return decorate
 
 
+def choice(cls: Any, value: object, what: str) -> Any:
+    """``cls(value)`` for an enum, or a ConfigError naming ``what`` and the accepted values."""
+    from oscdeep.errors import ConfigError
+
+    try:
+        return cls(value)
+    except ValueError:
+        names = ", ".join(m.value for m in cls)
+        raise ConfigError(f"unknown {what} {value!r}: use one of {names}") from None
+
+
 def shift_pattern(pattern: str, dx: int, dy: int) -> str:
     """Pattern seen when the 2x2 cell is read starting ``dx`` columns right, ``dy`` rows down."""
     cell = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]

@@ -29,9 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from oscdeep.errors import ConfigError
 from oscdeep.transform import Transform
-from oscdeep.types import accept_aliases
+from oscdeep.types import accept_aliases, choice
 
 __all__ = ["Interpolation", "WarpedSource", "as_interpolation", "coverage", "warp_image"]
 
@@ -51,11 +50,7 @@ class Interpolation(StrEnum):
 
 def as_interpolation(value: Interpolation | str) -> Interpolation:
     """The interpolation named ``value`` ('linear', 'cubic', 'lanczos4' are accepted too)."""
-    try:
-        return Interpolation(value)
-    except ValueError:
-        names = ", ".join(m.value for m in Interpolation)
-        raise ConfigError(f"unknown interpolation {value!r}: use one of {names}") from None
+    return choice(Interpolation, value, "interpolation")
 
 
 _CV_FLAG = {Interpolation.BILINEAR: cv2.INTER_LINEAR, Interpolation.BICUBIC: cv2.INTER_CUBIC,
