@@ -9,7 +9,7 @@ import click
 
 from oscdeep.cli.app import AppContext, pass_app
 from oscdeep.cli.console import err, fmt_duration, out, table
-from oscdeep.cli.stack import INTERPS, METHODS, NORMS, WEIGHTS
+from oscdeep.cli.stack import integration_options
 
 
 @click.command("run")
@@ -17,17 +17,11 @@ from oscdeep.cli.stack import INTERPS, METHODS, NORMS, WEIGHTS
 @click.option("--target", "-t", metavar="NAME", help="Target of the lights (default: OBJECT).")
 @click.option("--output", "-o", required=True, metavar="OUT.fits", help="The stack to write.")
 @click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
-@click.option("--method", type=click.Choice(METHODS), default="winsorized", show_default=True,
-              help="Pixel rejection of the stack.")
-@click.option("--norm", type=click.Choice(NORMS), default="additive_scaling", show_default=True,
-              help="Normalisation of each frame to the reference.")
-@click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
-              help="Frame weights.")
-@click.option("--interp", type=click.Choice(INTERPS), default="bicubic", show_default=True,
-              help="Interpolation of the warp.")
+@integration_options
 @pass_app
 def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: str,
-        name: str | None, method: str, norm: str, weight: str, interp: str) -> None:
+        name: str | None, method: str, low: float, high: float, norm: str, weight: str,
+        interp: str) -> None:
     """Ingest PATHS, build masters, measure, reject outliers, register and stack, in one go.
 
     Each step skips what the library already holds, so running it again after an
@@ -38,8 +32,9 @@ def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: st
     from oscdeep.pipeline.run import run_pipeline
 
     report = run_pipeline(app.library(), list(paths), output=output, target=target, name=name,
-                          stack_options=StackOptions(rejection=method, normalization=norm,
-                                                     weighting=weight, interpolation=interp),
+                          stack_options=StackOptions(rejection=method, low=low, high=high,
+                                                     normalization=norm, weighting=weight,
+                                                     interpolation=interp),
                           progress=RichProgress())
     print_run_summary(report)
 

@@ -17,6 +17,28 @@ WEIGHTS = ["weight", "noise", "stars", "none"]
 INTERPS = ["bicubic", "bilinear", "lanczos"]
 
 
+def integration_options(func: Any) -> Any:
+    """The options of how lights are integrated, shared by `stack build` and `run`."""
+    options = [
+        click.option("--method", type=click.Choice(METHODS), default="winsorized",
+                     show_default=True, help="Pixel rejection."),
+        click.option("--low", type=float, default=3.0, show_default=True,
+                     help="Low rejection sigma."),
+        click.option("--high", type=float, default=3.0, show_default=True,
+                     help="High rejection sigma."),
+        click.option("--norm", type=click.Choice(NORMS), default="additive_scaling",
+                     show_default=True, help="Normalisation of each frame to the reference."),
+        click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
+                     help="Frame weights: the analysis weight (SNR²), 1/noise², star count, "
+                          "or none."),
+        click.option("--interp", type=click.Choice(INTERPS), default="bicubic",
+                     show_default=True, help="Interpolation of the warp onto the reference grid."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.group("stack")
 def stack_group() -> None:
     """Integrate lights into stacks, and look at the stacks built."""
@@ -27,16 +49,7 @@ def stack_group() -> None:
 @click.option("--target", "-t", "target_name", metavar="NAME", help="Target whose lights to stack.")
 @click.option("--select", "select_text", metavar="QUERY",
               help="Frame selection as one quoted query, e.g. 'fwhm:..3 ^session:2026-11-02*'.")
-@click.option("--method", type=click.Choice(METHODS), default="winsorized", show_default=True,
-              help="Pixel rejection.")
-@click.option("--low", type=float, default=3.0, show_default=True, help="Low rejection sigma.")
-@click.option("--high", type=float, default=3.0, show_default=True, help="High rejection sigma.")
-@click.option("--norm", type=click.Choice(NORMS), default="additive_scaling", show_default=True,
-              help="Normalisation of each frame to the reference.")
-@click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
-              help="Frame weights: the analysis weight (SNR²), 1/noise², star count, or none.")
-@click.option("--interp", type=click.Choice(INTERPS), default="bicubic", show_default=True,
-              help="Interpolation of the warp onto the reference grid.")
+@integration_options
 @click.option("--drizzle", type=click.FloatRange(1.0, 4.0), metavar="SCALE",
               help="Drizzle onto a SCALE× finer grid (2 or 3) instead of interpolating.")
 @click.option("--pixfrac", type=click.FloatRange(0.05, 1.0), default=0.7, show_default=True,
@@ -161,16 +174,10 @@ def stack_list(app: AppContext, as_json: bool) -> None:
 @pass_app
 def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
     """One stack (by name or id): selection, options, statistics and every frame's weight."""
-    from sqlalchemy import select
-
-    from oscdeep.db.models import Stack
-    from oscdeep.errors import NotFoundError
+    from oscdeep.db.catalog import find_stack
 
     with app.library().session() as orm:
-        found = orm.get(Stack, int(stack)) if stack.isdigit() else orm.scalars(
-            select(Stack).where(Stack.name == stack)).first()
-        if found is None:
-            raise NotFoundError(f"no stack {stack!r}; `oscdeep stack list` shows them")
+        found = find_stack(orm, stack)
         record = stack_record(found)
         record["frames"] = [{"id": m.frame_id, "path": m.frame.path, "weight": m.weight,
                              "rejected_fraction": m.rejected_fraction} for m in found.members]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from oscdeep.db.models import Frame, Session, Target
+from oscdeep.db.models import Frame, Session, Stack, Target
 from oscdeep.errors import NotFoundError
 from oscdeep.types import FrameKind, FrameStatus
 
@@ -57,6 +57,15 @@ def find_session(orm: OrmSession, ref: str) -> Session:
         raise NotFoundError(f"session {ref!r} is ambiguous: " + ", ".join(s.name for s in like))
     known = ", ".join(names) if names else "none yet (add one with `oscdeep session add PATH`)"
     raise NotFoundError(f"no session {ref!r}; sessions: {known}")
+
+
+def find_stack(orm: OrmSession, ref: str) -> Stack:
+    """A stack by id or exact name, or NotFoundError."""
+    found = orm.get(Stack, int(ref)) if ref.isdigit() else orm.scalars(
+        select(Stack).where(Stack.name == ref)).first()
+    if found is None:
+        raise NotFoundError(f"no stack {ref!r}; `oscdeep stack list` shows them")
+    return found
 
 
 def frames_by(orm: OrmSession, attribute: str, values: list[str]) -> dict[str, Frame]:

@@ -24,9 +24,10 @@ import numpy as np
 
 from oscdeep import __version__
 from oscdeep.config import MatchTolerances
+from oscdeep.db import catalog
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Registration, Stack, StackFrame, Target, utcnow
-from oscdeep.errors import NotFoundError, OscdeepError
+from oscdeep.errors import OscdeepError
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
@@ -402,16 +403,6 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     return report
 
 
-def _find_stack(orm: Any, ref: str) -> Stack:
-    from sqlalchemy import select
-
-    found = orm.get(Stack, int(ref)) if ref.isdigit() else orm.scalars(
-        select(Stack).where(Stack.name == ref)).first()
-    if found is None:
-        raise NotFoundError(f"no stack {ref!r}; `oscdeep stack list` shows them")
-    return found
-
-
 def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
                   new_name: str | None = None, progress: Progress | None = None) -> StackReport:
     """Build stack ``ref`` again (its options; its selection or ``selection``)."""
@@ -420,7 +411,7 @@ def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
     from oscdeep.query import parse_query, select_frames
 
     with library.session() as orm:
-        old = _find_stack(orm, ref)
+        old = catalog.find_stack(orm, ref)
         text = selection if selection is not None else (old.selection or "")
         query = parse_query(shlex.split(text))
         if old.target is not None:
@@ -451,7 +442,7 @@ def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
 
 def diff_stacks(orm: Any, first: str, second: str) -> dict[str, Any]:
     """Frames in one stack and not the other, and the options and statistics that differ."""
-    a, b = _find_stack(orm, first), _find_stack(orm, second)
+    a, b = catalog.find_stack(orm, first), catalog.find_stack(orm, second)
     fa, fb = {m.frame_id for m in a.members}, {m.frame_id for m in b.members}
     differences: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(a.options) | set(b.options)):
