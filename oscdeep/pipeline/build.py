@@ -202,10 +202,7 @@ def _plan(library: Library, frame_ids: Sequence[int], options: StackOptions,
             Registration.frame_id.in_([f.id for f in lights])))}
         for match in match_lights(orm, [f for f in lights if f.id in regs], MatchTolerances()):
             spec = MasterSpec.of(match)
-            for choice in (match.bias, match.dark, match.flat):
-                if choice.master is None:
-                    report.warnings.append(f"{match.session_name}: no {choice.role} "
-                                           f"({choice.reason})")
+            report.warnings.extend(match.warnings())
             for f in match.group.frames:
                 reg = regs[f.id]
                 key = _warp_key({"frame": f.content_hash, "masters": spec.key,

@@ -105,15 +105,26 @@ class LightJob:
 _LOADED: dict[str, CalibrationMasters] = {}
 
 
-def calibrate_job(job: LightJob) -> CalibratedFrame:
-    """Read and calibrate one light; each process loads a set of masters only once."""
+def light_job(frame: Frame, spec: MasterSpec) -> LightJob:
+    """The calibration job of one light row."""
+    return LightJob(frame.id, frame.path, frame.exposure, frame.black_level, pedestal_of(frame),
+                    spec)
+
+
+def calibrate_job(job: LightJob, *, dark_scale: str | float | None = None,
+                  cosmetic: bool = True) -> CalibratedFrame:
+    """Read and calibrate one light; each process loads a set of masters only once.
+
+    ``dark_scale`` overrides the matched scale (see :func:`oscdeep.calibrate.calibrate_light`).
+    """
     masters = _LOADED.get(job.spec.cache_key)
     if masters is None:
         masters = _LOADED.setdefault(job.spec.cache_key, load_masters(job.spec))
     raw, _ = read_frame(job.path)
     return calibrate_light(raw, masters, exposure=job.exposure,
                            black_level=job.black_level or 0.0, pedestal=job.pedestal,
-                           dark_scale=job.spec.dark_scale)
+                           dark_scale=job.spec.dark_scale if dark_scale is None else dark_scale,
+                           cosmetic=cosmetic)
 
 
 def pedestal_of(frame: Frame) -> float:
@@ -165,29 +176,21 @@ def iter_calibrated(
         lights = [orm.get(Frame, i) for i in frame_ids]
         matches = match_lights(orm, [f for f in lights if f is not None], tolerances)
         run.matches = matches
-        plan = [(m, [(f.id, f.path, f.exposure, f.black_level, pedestal_of(f))
-                     for f in m.group.frames]) for m in matches]
-    for match, members in plan:
-        for choice in (match.bias, match.dark, match.flat):
-            if choice.master is None:
-                run.warnings.append(f"{match.session_name}, {match.group.describe()}: no "
-                                    f"{choice.role} ({choice.reason})")
-            run.warnings.extend(choice.warnings)
-        masters = load_masters(MasterSpec.of(match))
-        for frame_id, path, exposure, black, pedestal in members:
-            try:
-                raw, _ = read_frame(path)
-                result = calibrate_light(raw, masters, exposure=exposure,
-                                         black_level=black or 0.0, pedestal=pedestal,
-                                         dark_scale=dark_scale if dark_scale is not None
-                                         else match.dark.scale, cosmetic=cosmetic)
-            except (OscdeepError, OSError, ValueError) as exc:
-                run.failed.append((frame_id, path, str(exc)))
-                yield CalibratedLight(frame_id, path, error=str(exc))
-                continue
-            _record(library, frame_id, result)
-            run.calibrated += 1
-            yield CalibratedLight(frame_id, path, result.image, result)
+        jobs = []
+        for m in matches:
+            spec = MasterSpec.of(m)
+            jobs.extend(light_job(f, spec) for f in m.group.frames)
+            run.warnings.extend(m.warnings())
+    for job in jobs:
+        try:
+            result = calibrate_job(job, dark_scale=dark_scale, cosmetic=cosmetic)
+        except (OscdeepError, OSError, ValueError) as exc:
+            run.failed.append((job.frame_id, job.path, str(exc)))
+            yield CalibratedLight(job.frame_id, job.path, error=str(exc))
+            continue
+        _record(library, job.frame_id, result)
+        run.calibrated += 1
+        yield CalibratedLight(job.frame_id, job.path, result.image, result)
 
 
 def _record(library: Library, frame_id: int, result: CalibratedFrame) -> None:

@@ -60,6 +60,14 @@ class LightGroupMatch:
     def frame_ids(self) -> list[int]:
         return [f.id for f in self.group.frames]
 
+    def warnings(self) -> list[str]:
+        """What this group will be calibrated without, and second-best choices, in words."""
+        choices = (self.bias, self.dark, self.flat)
+        head = f"{self.session_name}, {self.group.describe()}"
+        missing = [f"{head}: calibrated without a {c.role}: {c.reason}"
+                   for c in choices if c.master is None]
+        return missing + [w for c in choices for w in c.warnings]
+
 
 def master_label(m: MasterCalibration) -> str:
     """'dark #4 v2 (300 s, -10.0 °C, 20 frames)'."""

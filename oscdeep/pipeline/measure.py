@@ -104,10 +104,7 @@ def _tasks(library: Library, frame_ids: Sequence[int], options: AnalysisOptions,
     with library.session() as orm:
         lights = [f for i in frame_ids if (f := orm.get(Frame, i)) is not None]
         for match in match_lights(orm, lights, options.tolerances):
-            for choice in (match.bias, match.dark, match.flat):
-                if choice.master is None:
-                    report.warnings.append(f"{match.session_name}, {match.group.describe()}: "
-                                           f"measured without a {choice.role}: {choice.reason}")
+            report.warnings.extend(match.warnings())
             spec = MasterSpec.of(match)
             key = f"{spec.key}:v{ANALYSIS_VERSION}:t{options.threshold:g}"
             for f in match.group.frames:
