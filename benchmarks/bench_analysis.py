@@ -58,8 +58,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_masters import (  # noqa: E402
-    OSCDEEP, SIRIL, RunTimes, _busy_cpu_seconds, _cell, oscdeep_run, siril_masters, siril_run,
-    siril_version, warm_page_cache)
+    OSCDEEP, SIRIL, RunTimes, _busy_cpu_seconds, _cell, cached_night, oscdeep_run, siril_masters,
+    siril_run, siril_version, warm_page_cache)
 
 # Like bench_masters' launcher, and also samples the PSS summed over the command's process
 # tree (pool workers included). Prints: exit code, wall s, peak RSS KiB of the largest
@@ -171,21 +171,9 @@ def run_measured(args: list[str], log: Path, env: dict[str, str] | None = None) 
 
 
 def make_night(workdir: Path, lights: int, width: int, height: int, seed: int) -> Path:
-    """The night, generated once and reused while its truth is there."""
-    from oscdeep.pipeline.sample_night import write_sample_night
-    from oscdeep.synth import NightConfig
-
-    night = workdir / f"night_{lights}L_{width}x{height}_s{seed}"
-    if (night / "truth" / "truth.npz").exists():
-        return night
-    config = NightConfig(width=width, height=height, n_lights=lights, n_darks=10, n_flats=10,
-                         n_bias=10, seed=seed)
-    t0 = time.perf_counter()
-    write_sample_night(night, config)
-    size = sum(p.stat().st_size for p in night.rglob("*.fits")) / 2**30
-    print(f"generated {lights} lights + 30 calibration frames of {width}x{height} in "
-          f"{time.perf_counter() - t0:.1f} s ({size:.2f} GiB) in {night}")
-    return night
+    """The night of this benchmark: ``lights`` lights and 10 bias, darks and flats each."""
+    return cached_night(workdir, lights=lights, calib=10, width=width, height=height,
+                        seed=seed)
 
 
 def _record(times: RunTimes, key: str, m: Measured) -> None:

@@ -12,7 +12,6 @@ one untimed pass; the first, cold figure is printed too.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import statistics
@@ -47,21 +46,10 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 
 
 def make_night(workdir: Path, frames: int, width: int, height: int) -> Path:
-    from oscdeep.pipeline.sample_night import write_sample_night
-    from oscdeep.synth import NightConfig
+    """``frames`` frames in all: 10 bias, darks and flats each, the rest lights."""
+    from bench_masters import cached_night
 
-    night = workdir / f"night_{frames}_{width}x{height}"
-    if (night / "truth").exists():
-        return night
-    calib = 10
-    config = dataclasses.replace(NightConfig(), width=width, height=height,
-                                 n_lights=frames - 3 * calib, n_darks=calib, n_flats=calib,
-                                 n_bias=calib, seed=7)
-    t0 = time.perf_counter()
-    write_sample_night(night, config)
-    print(f"generated {frames} frames of {width}x{height} in {time.perf_counter() - t0:.1f} s "
-          f"({sum(p.stat().st_size for p in night.rglob('*.fits')) / 2**30:.2f} GiB)")
-    return night
+    return cached_night(workdir, lights=frames - 30, calib=10, width=width, height=height, seed=7)
 
 
 def bench_ingest(label: str, folder: Path, n_files: int) -> None:

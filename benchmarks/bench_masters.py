@@ -132,22 +132,29 @@ def run_measured(args: list[str], log: Path, env: dict[str, str] | None = None) 
     return Measured(float(wall), int(peak_kib) / 1024.0, float(cpu), other, lines)
 
 
-def make_night(workdir: Path, frames: int, width: int, height: int, seed: int) -> Path:
-    """The calibration-only night, generated once and reused while its truth is there."""
+def cached_night(workdir: Path, *, lights: int, calib: int, width: int, height: int,
+                 seed: int) -> Path:
+    """A synthetic night (``calib`` bias, darks and flats each), generated once and reused
+    while its truth is there. Shared by the benchmarks."""
     from oscdeep.pipeline.sample_night import write_sample_night
     from oscdeep.synth import NightConfig
 
-    night = workdir / f"night_{frames}x3_{width}x{height}_s{seed}"
+    night = workdir / f"night_{lights}L_{calib}C_{width}x{height}_s{seed}"
     if (night / "truth" / "truth.npz").exists():
         return night
-    config = NightConfig(width=width, height=height, n_lights=0, n_bias=frames,
-                         n_darks=frames, n_flats=frames, seed=seed)
+    config = NightConfig(width=width, height=height, n_lights=lights, n_bias=calib,
+                         n_darks=calib, n_flats=calib, seed=seed)
     t0 = time.perf_counter()
     write_sample_night(night, config)
     size = sum(p.stat().st_size for p in night.rglob("*.fits")) / 2**30
-    print(f"generated {3 * frames} frames of {width}x{height} in "
-          f"{time.perf_counter() - t0:.1f} s ({size:.2f} GiB) in {night}")
+    print(f"generated {lights} lights + {3 * calib} calibration frames of {width}x{height} in "
+          f"{time.perf_counter() - t0:.1f} s ({size:.2f} GiB) in {night}", flush=True)
     return night
+
+
+def make_night(workdir: Path, frames: int, width: int, height: int, seed: int) -> Path:
+    """The calibration-only night of this benchmark."""
+    return cached_night(workdir, lights=0, calib=frames, width=width, height=height, seed=seed)
 
 
 def warm_page_cache(night: Path) -> None:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_analysis import Measured, run_measured, siril_command_spans, siril_script  # noqa: E402
 from bench_masters import (  # noqa: E402
-    OSCDEEP, SIGMA_HIGH, SIGMA_LOW, SIRIL, siril_version, warm_page_cache)
+    OSCDEEP, SIGMA_HIGH, SIGMA_LOW, SIRIL, cached_night, siril_version, warm_page_cache)
 
 TARGET = "M42"  # NightConfig's default target (OBJECT header)
 KINDS = ("bias", "darks", "flats", "lights")
@@ -107,21 +107,9 @@ class Run:
 
 
 def make_night(workdir: Path, lights: int, width: int, height: int, seed: int) -> Path:
-    """A night with 15 bias, darks and flats, generated once and reused while its truth is there."""
-    from oscdeep.pipeline.sample_night import write_sample_night
-    from oscdeep.synth import NightConfig
-
-    night = workdir / f"night_{lights}L_{width}x{height}_s{seed}"
-    if (night / "truth" / "truth.npz").exists():
-        return night
-    config = NightConfig(width=width, height=height, n_lights=lights, n_bias=15, n_darks=15,
-                         n_flats=15, seed=seed)
-    t0 = time.perf_counter()
-    write_sample_night(night, config)
-    size = sum(p.stat().st_size for p in night.rglob("*.fits")) / 2**30
-    print(f"generated {lights}+45 frames of {width}x{height} in {time.perf_counter() - t0:.1f} s "
-          f"({size:.2f} GiB) in {night}", flush=True)
-    return night
+    """The night of this benchmark: ``lights`` lights and 15 bias, darks and flats each."""
+    return cached_night(workdir, lights=lights, calib=15, width=width, height=height,
+                        seed=seed)
 
 
 def _env(numba_cache: Path) -> dict[str, str]:
