@@ -25,6 +25,11 @@ ANALYSIS_VERSION = "2"
 """Bumped when measurements change meaning, so older analyses count as stale."""
 
 
+def analysis_key(spec: MasterSpec, threshold: float) -> str:
+    """What a light's measurements depend on: its masters, the detection threshold, the code."""
+    return f"{spec.key}:v{ANALYSIS_VERSION}:t{threshold:g}"
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """How lights are measured."""
@@ -106,7 +111,7 @@ def _tasks(library: Library, frame_ids: Sequence[int], options: AnalysisOptions,
         for match in match_lights(orm, lights, options.tolerances):
             report.warnings.extend(match.warnings())
             spec = MasterSpec.of(match)
-            key = f"{spec.key}:v{ANALYSIS_VERSION}:t{options.threshold:g}"
+            key = analysis_key(spec, options.threshold)
             for f in match.group.frames:
                 if not options.force and f.analyzed_at is not None and f.analysis_key == key:
                     report.skipped += 1
@@ -142,7 +147,7 @@ def analyze_frames(library: Library, frame_ids: Sequence[int],
     tasks = _tasks(library, frame_ids, options, report)
     if not tasks:
         return report
-    keys = {t.frame_id: f"{t.spec.key}:v{ANALYSIS_VERSION}:t{t.threshold:g}" for t in tasks}
+    keys = {t.frame_id: analysis_key(t.spec, t.threshold) for t in tasks}
     workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
     progress.begin("Analysing lights", len(tasks))
     try:
