@@ -121,13 +121,14 @@ def _pedestal(frames: Sequence[Frame]) -> float:
     return float(np.median(levels)) if levels else 0.0
 
 
-def _latest_master(orm: OrmSession, kind: str, **match: Any) -> MasterCalibration | None:
+def _masters_like(orm: OrmSession, kind: str, **match: Any) -> list[MasterCalibration]:
+    """Masters of ``kind`` whose columns equal ``match`` (None matches NULL), newest first."""
     stmt = select(MasterCalibration).where(MasterCalibration.kind == kind)
     for column, value in match.items():
         col = getattr(MasterCalibration, column)
         stmt = stmt.where(col.is_(None) if value is None else col == value)
-    return orm.scalars(stmt.order_by(MasterCalibration.created_at.desc(),
-                                     MasterCalibration.id.desc())).first()
+    return list(orm.scalars(stmt.order_by(MasterCalibration.created_at.desc(),
+                                          MasterCalibration.id.desc())))
 
 
 def _flat_base(orm: OrmSession, group: FrameGroup, options: MasterOptions
@@ -137,17 +138,12 @@ def _flat_base(orm: OrmSession, group: FrameGroup, options: MasterOptions
     settings = dict(camera=first.camera, width=first.width, height=first.height,
                     bayer_pattern=first.bayer_pattern, xbinning=first.xbinning,
                     ybinning=first.ybinning, gain=first.gain, iso=first.iso, offset=first.offset)
-    darkflats = orm.scalars(select(MasterCalibration).where(
-        MasterCalibration.kind == "darkflat",
-        *[(getattr(MasterCalibration, k).is_(None) if v is None
-           else getattr(MasterCalibration, k) == v) for k, v in settings.items()])
-        .order_by(MasterCalibration.id.desc())).all()
-    for df in darkflats:
+    for df in _masters_like(orm, "darkflat", **settings):
         if options.tolerances.same_exposure(df.exposure, group.exposure):
             return df, None
-    bias = _latest_master(orm, "bias", **settings)
-    if bias is not None:
-        return bias, None
+    biases = _masters_like(orm, "bias", **settings)
+    if biases:
+        return biases[0], None
     return None, ("no master bias or dark-flat for these flats: built without bias subtraction, "
                   "so vignetting is corrected a little too weakly")
 
