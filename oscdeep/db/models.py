@@ -256,6 +256,9 @@ class Stack(Base):
     members: Mapped[list[StackFrame]] = relationship(
         back_populates="stack", cascade="all, delete-orphan"
     )
+    products: Mapped[list[Product]] = relationship(
+        back_populates="stack", cascade="all, delete-orphan", order_by="Product.id"
+    )
 
 
 class StackFrame(Base):
@@ -273,10 +276,29 @@ class StackFrame(Base):
     frame: Mapped[Frame] = relationship()
 
 
+class Product(Base):
+    """A finished picture made from a stack: gradient removal, colour and stretch applied."""
+
+    __tablename__ = "products"
+
+    id: Mapped[IntPk]
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id"), index=True)
+    path: Mapped[str] = mapped_column(Text())
+    format: Mapped[str] = mapped_column(String(16))
+    params: Mapped[Json]
+    stats: Mapped[Json]
+    wall_time: Mapped[float | None] = mapped_column(Float())
+    software_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[Created]
+
+    stack: Mapped[Stack] = relationship(back_populates="products")
+
+
 __all__ = [
     "Frame",
     "MasterCalibration",
     "MasterSource",
+    "Product",
     "Registration",
     "Session",
     "Stack",
