@@ -42,6 +42,7 @@ values each time, and no order-dependent early stop is used.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
@@ -59,6 +60,7 @@ __all__ = [
     "RejectionOutput",
     "reject_and_combine",
     "reject_and_combine_into",
+    "sorting_network",
     "MAX_FRAMES",
 ]
 
@@ -363,6 +365,146 @@ def _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter):
     return m
 
 
+_TILE = 64
+"""Pixels sorted together by the sorting network (SIMD lanes of the compare-exchanges)."""
+
+
+def sorting_network(n: int) -> np.ndarray:
+    """Compare-exchange pairs ``(i, j)``, ``i < j``, of Batcher's odd-even merge sort for
+    ``n`` inputs: applied in order (smaller value to ``i``) they sort any ``n`` values.
+
+    Built for the next power of two and pruned to pairs inside ``n``; the pruning is exact
+    because the missing inputs would be +inf and a pair involving them never swaps.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int32).reshape(-1, 2)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_high, p_low,
+                     p_high, max_iter, values, n_low, n_high, n_used, frame_counts):
+    """Kernel for the methods whose kept values form a range of the sorted values (none,
+    percentile, sigma, winsorized).
+
+    Tiles of _TILE pixels are sorted together by a sorting network (branch-free min/max
+    across the tile, which the compiler vectorises; NaN goes last as +inf), the kept range
+    of each pixel gives two thresholds, and a pass in frame order counts and weights each
+    frame's value.
+    """
+    n_frames, n_pix = block.shape
+    n_chunks = frame_counts.shape[0]
+    step = (n_pix + n_chunks - 1) // n_chunks
+    n_pairs = network.shape[0]
+    plain_mean = method == 0 and not median_combine
+    for chunk in prange(n_chunks):
+        p0 = chunk * step
+        p1 = min(n_pix, p0 + step)
+        tile = np.empty((n_frames, _TILE), np.float32)
+        valid = np.empty(_TILE, np.int64)
+        sv = np.empty(n_frames, np.float32)
+        s1 = np.empty(n_frames + 1, np.float64)
+        s2 = np.empty(n_frames + 1, np.float64)
+        counts = frame_counts[chunk]
+        for t0 in range(p0, p1, _TILE):
+            width = min(_TILE, p1 - t0)
+            if not plain_mean:
+                for l in range(_TILE):
+                    valid[l] = 0
+                for i in range(n_frames):
+                    for l in range(width):
+                        v = block[i, t0 + l]
+                        if v == v:
+                            tile[i, l] = v
+                            valid[l] += 1
+                        else:
+                            tile[i, l] = np.inf
+                    for l in range(width, _TILE):
+                        tile[i, l] = np.inf
+                for c in range(n_pairs):
+                    ra = network[c, 0]
+                    rb = network[c, 1]
+                    for l in range(_TILE):
+                        x = tile[ra, l]
+                        y = tile[rb, l]
+                        tile[ra, l] = x if x < y else y
+                        tile[rb, l] = y if x < y else x
+            for l in range(width):
+                p = t0 + l
+                a = 0
+                b = 0
+                lo = -np.inf
+                hi = np.inf
+                if not plain_mean:
+                    n = valid[l]
+                    b = n
+                    if n == 0:
+                        values[p] = np.nan
+                        n_low[p] = 0
+                        n_high[p] = 0
+                        n_used[p] = 0
+                        continue
+                    for k in range(n):
+                        sv[k] = tile[k, l]
+                    if method == 1:
+                        a, b = _percentile_range(sv, n, p_low, p_high)
+                    elif method == 2 or method == 3:
+                        pivot = np.float64(sv[n // 2])
+                        s1[0] = 0.0
+                        s2[0] = 0.0
+                        for k in range(n):
+                            d = sv[k] - pivot
+                            s1[k + 1] = s1[k] + d
+                            s2[k + 1] = s2[k] + d * d
+                        a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
+                                           max_iter)
+                    lo = sv[a]
+                    hi = sv[b - 1]
+                # Bounds never split equal values, so the kept values are exactly sv[a:b].
+                lows = 0
+                highs = 0
+                kept = 0
+                wsum = 0.0
+                vsum = 0.0
+                for i in range(n_frames):
+                    v = block[i, p]
+                    if v != v:
+                        continue
+                    counts[i, 2] += 1
+                    if v < lo:
+                        lows += 1
+                        counts[i, 0] += 1
+                    elif v > hi:
+                        highs += 1
+                        counts[i, 1] += 1
+                    else:
+                        kept += 1
+                        w = weights[i]
+                        wsum += w
+                        vsum += w * v
+                if kept == 0:
+                    values[p] = np.nan
+                elif median_combine:
+                    values[p] = _median_sorted(sv, a, b)
+                else:
+                    values[p] = vsum / wsum
+                n_low[p] = lows
+                n_high[p] = highs
+                n_used[p] = kept
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, p_high,
             max_iter, values, n_low, n_high, n_used, frame_counts):
@@ -484,6 +626,11 @@ def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, 
 
 # --------------------------------------------------------------------------- public API
 
+@functools.lru_cache(maxsize=32)
+def _network(n: int) -> np.ndarray:
+    return sorting_network(n)
+
+
 def _n_chunks(n_pix: int) -> int:
     threads = numba.get_num_threads()
     return max(1, min(n_pix, 8 * threads))
@@ -526,11 +673,14 @@ def reject_and_combine_into(
     w = _check_weights(weights, n_frames)
     chunks = _n_chunks(n_pix)
     scratch = np.zeros((chunks, n_frames, 3), dtype=np.int64)
-    if n_pix:
-        _kernel(block, block.view(np.uint32), w, _METHOD_CODES[RejectionMethod(params.method)],
-                params.combine == CombineMethod.MEDIAN, params.sigma_low, params.sigma_high,
-                params.percentile_low, params.percentile_high, int(params.max_iter or 0),
-                values, n_low, n_high, n_used, scratch)
+    method = RejectionMethod(params.method)
+    args = (w, _METHOD_CODES[method], params.combine == CombineMethod.MEDIAN, params.sigma_low,
+            params.sigma_high, params.percentile_low, params.percentile_high,
+            int(params.max_iter or 0), values, n_low, n_high, n_used, scratch)
+    if n_pix and method is RejectionMethod.LINEAR:
+        _kernel(block, block.view(np.uint32), *args)
+    elif n_pix:
+        _kernel_by_value(block, _network(n_frames), *args)
     if frame_counts is not None:
         frame_counts += scratch.sum(axis=0)
 
