@@ -32,7 +32,6 @@ from functools import cached_property
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from oscdeep.cfa import check_pattern, site_planes
 from oscdeep.cosmetic import (
@@ -355,6 +354,8 @@ def optimize_dark_scale(light: np.ndarray, bias: np.ndarray | float, dark_curren
     grid = np.linspace(lo, hi, 81)
     i = int(np.argmin([noise(k) for k in grid]))
     a_lo, a_hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    from scipy.optimize import minimize_scalar  # imported here: it costs 0.3 s at start-up
+
     best = minimize_scalar(noise, bounds=(a_lo, a_hi), method="bounded",
                            options={"xatol": 1e-5 * max(hi - lo, 1e-12)})
     return float(best.x) if best.fun <= noise(grid[i]) else float(grid[i])

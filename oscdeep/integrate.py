@@ -122,8 +122,11 @@ class NpySource:
     the memory a stack uses stays within its budget however many frames it combines.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 location_scale: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.path = Path(path)
+        self.location_scale = location_scale
+        """Known :func:`frame_location_scale` of the frame (measured when it was written)."""
         with open(self.path, "rb") as fh:
             major, _ = np.lib.format.read_magic(fh)
             read_header = (np.lib.format.read_array_header_1_0 if major == 1
@@ -148,12 +151,19 @@ class NpySource:
     def read_rows_into(self, out: np.ndarray, y0: int, y1: int) -> None:
         _check_rows(self.shape, y0, y1)
         count = (y1 - y0) * self._row_bytes
+        offset = self._offset + y0 * self._row_bytes
         with open(self.path, "rb", buffering=0) as fh:
-            raw = os.pread(fh.fileno(), count, self._offset + y0 * self._row_bytes)
-        if len(raw) != count:
+            if out.dtype == self._dtype and out.flags.c_contiguous and hasattr(os, "preadv"):
+                got = os.preadv(fh.fileno(), [memoryview(out).cast("B")], offset)
+                raw = None
+            else:
+                raw = os.pread(fh.fileno(), count, offset)
+                got = len(raw)
+        if got != count:
             raise FrameReadError(self.path, "cached frame is truncated")
-        rows = np.frombuffer(raw, dtype=self._dtype).reshape(y1 - y0, *self._shape[1:])
-        np.copyto(out, rows, casting="unsafe")
+        if raw is not None:
+            rows = np.frombuffer(raw, dtype=self._dtype).reshape(y1 - y0, *self._shape[1:])
+            np.copyto(out, rows, casting="unsafe")
 
 
 _FITS_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -496,7 +506,11 @@ def frame_location_scale(source: FrameSource) -> tuple[np.ndarray, np.ndarray]:
 
     About 300 000 values per channel are read (pairs of adjacent rows spread over the frame,
     every third column), band by band: a fraction of a full read, never the whole frame.
+    A source with a known ``location_scale`` (measured when it was written) is not read.
     """
+    known = getattr(source, "location_scale", None)
+    if known is not None:
+        return np.asarray(known[0], dtype=np.float64), np.asarray(known[1], dtype=np.float64)
     shape = tuple(source.shape)
     channels = shape[2] if len(shape) == 3 else 1
     bands, col_step = _sample_grid(shape[0], shape[1])

@@ -396,7 +396,7 @@ def _guess_fwhm(sub: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
 def detect_stars(image: np.ndarray, *, threshold: float = 5.0, min_area: int = 3,
                  saturation: float | None = None, max_stars: int | None = None,
                  deblend: bool = True, background: Background | None = None,
-                 fwhm: float | None = None, fit_stars: int = 100, gain: float | None = None,
+                 fwhm: float | None = None, fit_stars: int = 50, gain: float | None = None,
                  box: int = 64, min_fwhm: float = 1.0, max_fwhm: float = 25.0,
                  kernel: np.ndarray | None = None) -> StarCatalog:
     """Find and measure the stars of a frame; rejected detections are only counted.
@@ -465,7 +465,7 @@ def _fitted(cat: StarCatalog) -> np.ndarray:
 def measure_stars(image: np.ndarray, x: np.ndarray, y: np.ndarray, *,
                   background: Background | None = None, fwhm: float | None = None,
                   saturation: float | None = None, max_stars: int | None = None,
-                  fit_stars: int = 100, gain: float | None = None, box: int = 64,
+                  fit_stars: int = 50, gain: float | None = None, box: int = 64,
                   min_fwhm: float = 1.0, max_fwhm: float = 25.0,
                   kernel: np.ndarray | None = None) -> StarCatalog:
     """Measure the stars near given positions (e.g. a reference catalog moved onto a frame).
@@ -744,7 +744,7 @@ class FrameQuality:
 def frame_quality(image: np.ndarray, *, threshold: float = 5.0, saturation: float | None = None,
                   min_stars: int = 5, reference_stars: int = 20,
                   background: Background | None = None, catalog: StarCatalog | None = None,
-                  gain: float | None = None, box: int = 64, fit_stars: int = 100,
+                  gain: float | None = None, box: int = 64, fit_stars: int = 50,
                   kernel: np.ndarray | None = None) -> FrameQuality:
     """Detect and measure the stars of a frame and summarise its quality. Never raises on
     black, blank, cloudy or starless frames: they come back with ``reason`` set.

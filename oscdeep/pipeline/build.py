@@ -98,6 +98,25 @@ def cache_dir(library: Library) -> Path:
     return library.files_dir / "cache" / "warped"
 
 
+def _stats_path(cached: Path) -> Path:
+    """The sidecar holding a cached frame's location and scale (for normalisation)."""
+    return cached.with_suffix(".json")
+
+
+def _cached_source(path: str | Path) -> Any:
+    """A cached frame as a source for :func:`oscdeep.integrate.combine`, with its location
+    and scale when the sidecar has them (so the integration need not measure them again)."""
+    from oscdeep.integrate import NpySource
+
+    known = None
+    try:
+        stats = json.loads(_stats_path(Path(path)).read_text())
+        known = (np.asarray(stats["location"], float), np.asarray(stats["scale"], float))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return NpySource(path, location_scale=known)
+
+
 def cache_usage(library: Library) -> tuple[int, int]:
     """(files, bytes) in the warped-frame cache."""
     files = list(cache_dir(library).glob("*.npy"))
@@ -117,6 +136,7 @@ def trim_cache(library: Library, limit_bytes: int, keep: Sequence[Path] = ()) ->
             continue
         total -= f.stat().st_size
         f.unlink(missing_ok=True)
+        _stats_path(f).unlink(missing_ok=True)
         removed += 1
     return removed
 
@@ -138,6 +158,7 @@ def _warp_key(task_fields: dict[str, Any]) -> str:
 def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
     """Worker: calibrate, debayer and warp one light into the cache; returns (id, error)."""
     from oscdeep.debayer import debayer
+    from oscdeep.integrate import ArraySource, frame_location_scale
     from oscdeep.transform import Transform
     from oscdeep.warp import warp_image
 
@@ -153,6 +174,12 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
                       warp_image(rgb, transform, task.out_shape,
                                  interpolation=task.interpolation))
         target = Path(task.cache_path)
+        location, scale = frame_location_scale(ArraySource(warped))
+        stats = _stats_path(target)
+        tmp_stats = stats.with_name(f".{stats.name}.{os.getpid()}.tmp")
+        tmp_stats.write_text(json.dumps({"location": location.tolist(),
+                                         "scale": scale.tolist()}))
+        os.replace(tmp_stats, stats)
         tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, warped.astype(np.float32, copy=False))
         os.replace(tmp, target)
@@ -317,7 +344,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                 options: StackOptions = StackOptions(), selection: str | None = None,
                 progress: Progress | None = None) -> StackReport:
     """Integrate the given (registered, accepted) lights into ``output`` and record the stack."""
-    from oscdeep.integrate import CombineOptions, NpySource, combine
+    from oscdeep.integrate import CombineOptions, combine
     from oscdeep.io.fits import write_fits_image
 
     progress = progress or NullProgress()
@@ -346,7 +373,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     used = [t for t in tasks if t.frame_id not in failed]
     for t in used:
         os.utime(t.cache_path)
-    sources = [NpySource(t.cache_path) for t in used]
+    sources = [_cached_source(t.cache_path) for t in used]
     combine_options = CombineOptions(rejection=options.rejection, sigma_low=options.low,
                                      sigma_high=options.high,
                                      normalization=options.normalization,
