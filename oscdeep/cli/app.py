@@ -48,6 +48,8 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
       oscdeep frames reject --fwhm '>4'
       oscdeep register
       oscdeep stack build --target M31 --name all
+      oscdeep post all -o m31.png
+      oscdeep report -o m31.html
     or all at once:  oscdeep run ~/astro/2026-11-20/ --target M31 -o m31.fits
     Try it on a generated night:  oscdeep demo
     """
@@ -56,10 +58,11 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
 
 
 def _register() -> None:
-    from oscdeep.cli import (calib, db_cmd, demo, frames, register_cmd, run_cmd, session,
+    from oscdeep.cli import (calib, db_cmd, demo, frames, post, register_cmd, run_cmd, session,
                              stack, target)
 
-    for module in (session, frames, calib, register_cmd, stack, run_cmd, target, demo, db_cmd):
+    for module in (session, frames, calib, register_cmd, stack, post, run_cmd, target, demo,
+                   db_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

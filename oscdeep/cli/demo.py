@@ -8,6 +8,7 @@ import click
 
 from oscdeep.cli.app import AppContext, pass_app
 from oscdeep.cli.console import err, out
+from oscdeep.cli.post import finish_options_from, finishing_options
 
 PATTERNS = ["RGGB", "BGGR", "GRBG", "GBRG"]
 
@@ -22,9 +23,10 @@ PATTERNS = ["RGGB", "BGGR", "GRBG", "GBRG"]
 @click.option("--format", "file_format", type=click.Choice(["fits", "dng"]), default="fits",
               show_default=True, help="Write FITS (astro camera) or DNG (camera raw) files.")
 @click.option("--force", is_flag=True, help="Write the night again even if DIRECTORY holds one.")
+@finishing_options
 @pass_app
 def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: str | None,
-         pattern: str | None, file_format: str, force: bool) -> None:
+         pattern: str | None, file_format: str, force: bool, **finishing: object) -> None:
     """Write a synthetic OSC night to DIRECTORY (default ./oscdeep-demo) and ingest it.
 
     The night has lights, darks, flats and bias with stars of several colours, a faint nebula,
@@ -65,14 +67,23 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
         app.db = str(directory.resolve() / "library.db")
     library = app.library()
     run = run_pipeline(library, [night_dir], output=directory / "stack.fits",
-                       progress=RichProgress())
+                       finish=finish_options_from(**finishing),  # type: ignore[arg-type]
+                       picture=directory / "picture.png", progress=RichProgress())
     print_run_summary(run)
     report = run.ingest
     if report.session_id is not None:
         with library.session() as orm:
             show_session(orm, find_session(orm, str(report.session_id)))
+    from oscdeep.io.atomic import atomic_path
+    from oscdeep.pipeline.report import gather
+    from oscdeep.report import render
+
+    with atomic_path(directory / "report.html") as tmp:
+        tmp.write_text(render(gather(library, None)), encoding="utf-8")
     where = library.display_location()
     out().print(f"\nLibrary: {where}\nStack:   {directory / 'stack.fits'}\n"
+                f"Picture: {directory / 'picture.png'}\n"
+                f"Report:  {directory / 'report.html'} (open it in a browser)\n"
                 f"Look around:  oscdeep --db {where} frames list --sort fwhm\n"
                 f"              oscdeep --db {where} stack show 1")
 

@@ -9,6 +9,7 @@ import click
 
 from oscdeep.cli.app import AppContext, pass_app
 from oscdeep.cli.console import err, fmt_duration, out, table
+from oscdeep.cli.post import finish_options_from, finishing_options
 from oscdeep.cli.stack import integration_options
 
 
@@ -18,11 +19,16 @@ from oscdeep.cli.stack import integration_options
 @click.option("--output", "-o", required=True, metavar="OUT.fits", help="The stack to write.")
 @click.option("--name", "-n", metavar="NAME", help="Stack name (default: '<target> #N').")
 @integration_options
+@click.option("--picture", "-p", metavar="OUT.png|.tif|.jpg",
+              help="Finished picture (default: the stack's path with .png).")
+@click.option("--no-picture", is_flag=True, help="Stop at the stack: no finished picture.")
+@finishing_options
 @pass_app
 def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: str,
         name: str | None, method: str, low: float, high: float, norm: str, weight: str,
-        interp: str) -> None:
-    """Ingest PATHS, build masters, measure, reject outliers, register and stack, in one go.
+        interp: str, picture: str | None, no_picture: bool, **finishing: Any) -> None:
+    """Ingest PATHS, build masters, measure, reject outliers, register, stack and finish the
+    picture, in one go.
 
     Each step skips what the library already holds, so running it again after an
     interruption, or with a new night of the same target, does only the missing work.
@@ -31,11 +37,12 @@ def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: st
     from oscdeep.pipeline.build import StackOptions
     from oscdeep.pipeline.run import run_pipeline
 
+    finish = None if no_picture else finish_options_from(**finishing)
     report = run_pipeline(app.library(), list(paths), output=output, target=target, name=name,
                           stack_options=StackOptions(rejection=method, low=low, high=high,
                                                      normalization=norm, weighting=weight,
                                                      interpolation=interp),
-                          progress=RichProgress())
+                          finish=finish, picture=picture, progress=RichProgress())
     print_run_summary(report)
 
 
@@ -58,6 +65,8 @@ def print_run_summary(report: Any) -> None:
     for s in report.stacks:
         tbl.add_row("stack", f"{s.name}: {s.frames} lights, "
                     f"{fmt_duration(s.stats.get('total_exposure_s'))} → {s.output}")
+    for p in report.pictures:
+        tbl.add_row("picture", f"{p.stack} → {p.output}")
     out().print(tbl)
     for why in dict.fromkeys(w for s in report.stacks for w in s.warnings):
         err().print(f"[yellow]warning:[/] {why}")

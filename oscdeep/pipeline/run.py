@@ -1,4 +1,5 @@
-"""``oscdeep run``: ingest → masters → analysis → outlier rejection → registration → stack.
+"""``oscdeep run``: ingest → masters → analysis → outlier rejection → registration → stack →
+finished picture.
 
 Every step is the same one the separate commands run, and each skips what is already done,
 so running again after an interruption (or with a new night of the same target) does only
@@ -16,12 +17,14 @@ from sqlalchemy import select
 
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Target
+from oscdeep.finish import FinishOptions
 from oscdeep.pipeline.align import RegisterReport, register_frames
 from oscdeep.pipeline.autoreject import find_outliers
 from oscdeep.pipeline.build import StackOptions, StackReport, build_stack, unique_stack_name
 from oscdeep.pipeline.ingest import IngestOptions, IngestReport, ingest
 from oscdeep.pipeline.masters import MasterBuildReport, build_masters
 from oscdeep.pipeline.measure import AnalysisReport, analyze_frames
+from oscdeep.pipeline.post import PostReport, default_picture_path, post_stack
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
@@ -36,6 +39,7 @@ class RunReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     registration: RegisterReport | None = None
     stacks: list[StackReport] = field(default_factory=list)
+    pictures: list[PostReport] = field(default_factory=list)
 
 
 def _lights(library: Library, target_ids: set[int], *, accepted_only: bool) -> list[int]:
@@ -51,9 +55,12 @@ def _lights(library: Library, target_ids: set[int], *, accepted_only: bool) -> l
 def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
                  output: str | Path, target: str | None = None, name: str | None = None,
                  stack_options: StackOptions = StackOptions(),
+                 finish: FinishOptions | None = None, picture: str | Path | None = None,
                  progress: Progress | None = None) -> RunReport:
     """Process the nights under ``paths`` into one stack per target (``output`` for the first;
-    further targets get ``<output stem>_<target>.fits`` beside it)."""
+    further targets get ``<output stem>_<target>.fits`` beside it), each finished into a
+    picture with ``finish`` (``picture`` for the first, else ``<stack stem>.png``; no
+    picture when ``finish`` is None)."""
     progress = progress or NullProgress()
     report = RunReport()
     report.ingest = ingest(library, paths, IngestOptions(target=target), progress=progress)
@@ -85,8 +92,11 @@ def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
         path = out if i == 0 else out.with_name(f"{out.stem}_{names[target_id]}{out.suffix}")
         stack_name = unique_stack_name(library, name if i == 0 and name else None,
                                        names[target_id])
-        report.stacks.append(build_stack(library, ids, name=stack_name, output=path,
-                                         options=stack_options,
-                                         selection=f"target_id:{target_id}",
-                                         progress=progress))
+        built = build_stack(library, ids, name=stack_name, output=path, options=stack_options,
+                            selection=f"target_id:{target_id}", progress=progress)
+        report.stacks.append(built)
+        if finish is not None and built.stack_id is not None:
+            where = Path(picture) if i == 0 and picture else default_picture_path(path)
+            report.pictures.append(post_stack(library, str(built.stack_id), output=where,
+                                              options=finish, progress=progress))
     return report
