@@ -4,8 +4,9 @@ Nights (generated once, cached in the work dir; FITS uint16, RGGB, default cloud
 and satellite): 24 lights of 1600x1200 and 40 lights of 3000x2000, each with 15 bias, 15 darks
 and 15 flats. Per night, ``--runs`` rounds of, in this order:
 
-  * oscdeep `run` (fresh library): `oscdeep --db DB run NIGHT -o OUT.fits`, the whole thing
-    (ingest, masters, analysis, automatic outlier rejection, registration, winsorized stack).
+  * oscdeep `run` (fresh library): `oscdeep --db DB run NIGHT -o OUT.fits --no-picture`, the
+    whole thing up to the stack (ingest, masters, analysis, automatic outlier rejection,
+    registration, winsorized stack), where Siril's script ends too.
   * Siril, one script on symbolic links to the same files (SIRIL_SCRIPT below): link, stack
     bias and darks (winsorized 3/3), preprocess the flats with the bias and stack them
     (multiplicative), preprocess the lights with dark and flat (-cfa -equalize_cfa -debayer,
@@ -125,11 +126,12 @@ def _fresh(run_dir: Path) -> Path:
 # ---------------------------------------------------------------- oscdeep
 
 def oscdeep_run(night: Path, run_dir: Path, numba_cache: Path) -> Run:
-    """`oscdeep run`: the whole pipeline in one command, fresh library."""
+    """`oscdeep run`: the whole pipeline in one command, fresh library; it stops at the stack
+    (--no-picture) as Siril's script does."""
     _fresh(run_dir)
     out = run_dir / "run.fits"
     m = run_measured([*OSCDEEP, "--db", str(run_dir / "lib.db"), "run", str(night), "-o",
-                      str(out)], run_dir / "run.log", _env(numba_cache))
+                      str(out), "--no-picture"], run_dir / "run.log", _env(numba_cache))
     r = Run(output=out)
     r.add("total", m)
     r.frames = _stacked_frames(run_dir)

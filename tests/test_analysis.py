@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from oscdeep.db.models import Frame, Registration, Target
+from oscdeep.db.models import Frame, MasterCalibration, Registration, Target
 from oscdeep.pipeline.align import RegisterOptions, register_frames
 from oscdeep.pipeline.ingest import ingest
 from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
@@ -45,9 +45,12 @@ def test_every_light_is_measured_and_the_cloud_frame_stands_out(analysed) -> Non
     truth = make_night(NIGHT).frames(["light"])
     with library.session() as orm:
         frames = [orm.get(Frame, i) for i in ids]
+        masters = {m.kind: m.id for m in orm.scalars(select(MasterCalibration))}
         for f, t in zip(frames, truth, strict=True):
             assert f.analyzed_at is not None and f.star_catalog is not None
-            assert f.bias_id is None or f.bias_id > 0
+            # the masters the measurement was calibrated with are recorded on the light
+            assert (f.bias_id, f.dark_id, f.flat_id) == (
+                masters["bias"], masters["dark"], masters["flat"])
             if "cloud" in t.flags:
                 assert f.star_count < 0.7 * np.median([g.star_count for g in frames])
             elif f.star_count:

@@ -134,6 +134,8 @@ def test_post_command_and_json(cli, stacked, tmp_path: Path) -> None:  # noqa: A
     data = json.loads(result.out)
     assert data["format"] == "jpeg" and Path(data["output"]).exists()
     assert data["summary"]["stretch"]["method"] == "mtf"
+    shown = json.loads(cli("--db", db, "stack", "show", "M42 all", "--json", db=False).out)
+    assert data["output"] in [p["path"] for p in shown["pictures"]]
     bad = cli("--db", db, "post", "M42 all", "--background", "poly:9", db=False)
     assert bad.code != 0 and "degree 9" in bad.err
     missing = cli("--db", db, "post", "no such stack", db=False)

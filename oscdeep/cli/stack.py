@@ -181,6 +181,9 @@ def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
         record = stack_record(found)
         record["frames"] = [{"id": m.frame_id, "path": m.frame.path, "weight": m.weight,
                              "rejected_fraction": m.rejected_fraction} for m in found.members]
+        record["pictures"] = [{"id": p.id, "path": p.path, "format": p.format,
+                               "params": p.params, "stats": p.stats,
+                               "created_at": p.created_at} for p in found.products]
         if as_json:
             print_json(record)
             return
@@ -193,6 +196,14 @@ def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
             tbl.add_row(str(m["id"]), Path(m["path"]).name, fmt(m["weight"], 4),
                         fmt(100 * (m["rejected_fraction"] or 0), 2))
         out().print(tbl)
+        if record["pictures"]:
+            pics = table("Pictures", [("id", "right"), "file", "background", "colour", "stretch",
+                                      "made"])
+            for p in record["pictures"]:
+                pics.add_row(str(p["id"]), p["path"], str(p["params"].get("background", "")),
+                             str(p["params"].get("color", "")),
+                             str(p["params"].get("stretch", "")), fmt(p["created_at"]))
+            out().print(pics)
 
 
 @stack_group.command("rebuild")

@@ -27,11 +27,18 @@ from oscdeep.config import MatchTolerances
 from oscdeep.db import catalog
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Registration, Stack, StackFrame, Target, utcnow
+from oscdeep.debayer import debayer, luminance
 from oscdeep.errors import OscdeepError
+# Imported here, not in the worker: pool processes are forked and inherit these modules.
+from oscdeep.integrate import ArraySource, CombineOptions, NpySource, combine, frame_location_scale
+from oscdeep.io.fits import write_fits_image
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
+from oscdeep.stars import estimate_background, frame_quality
+from oscdeep.transform import Transform
 from oscdeep.types import FrameStatus
+from oscdeep.warp import warp_image
 
 WARP_VERSION = "1"
 """Bumped when warped frames change meaning, so older cache files are not reused."""
@@ -106,8 +113,6 @@ def _stats_path(cached: Path) -> Path:
 def _cached_source(path: str | Path) -> Any:
     """A cached frame as a source for :func:`oscdeep.integrate.combine`, with its location
     and scale when the sidecar has them (so the integration need not measure them again)."""
-    from oscdeep.integrate import NpySource
-
     known = None
     try:
         stats = json.loads(_stats_path(Path(path)).read_text())
@@ -157,11 +162,6 @@ def _warp_key(task_fields: dict[str, Any]) -> str:
 
 def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
     """Worker: calibrate, debayer and warp one light into the cache; returns (id, error)."""
-    from oscdeep.debayer import debayer
-    from oscdeep.integrate import ArraySource, frame_location_scale
-    from oscdeep.transform import Transform
-    from oscdeep.warp import warp_image
-
     try:
         calibrated = calibrate_job(task).image
         transform = Transform.from_list(list(task.matrix), task.model)
@@ -263,8 +263,6 @@ def _weight(frame: Frame, how: str) -> float:
 
 def background_noise(image: np.ndarray) -> list[float]:
     """Sky background noise of each channel (sep's background RMS, stars and gradients aside)."""
-    from oscdeep.stars import estimate_background
-
     planes = [image[..., c] for c in range(image.shape[-1])] if image.ndim == 3 else [image]
     return [float(estimate_background(np.ascontiguousarray(p, dtype=np.float32)).global_rms)
             for p in planes]
@@ -272,9 +270,6 @@ def background_noise(image: np.ndarray) -> list[float]:
 
 def result_stars(image: np.ndarray) -> dict[str, Any]:
     """Star count and median FWHM / roundness measured on the stack's luminance."""
-    from oscdeep.debayer import luminance
-    from oscdeep.stars import frame_quality
-
     lum = luminance(image) if image.ndim == 3 else image
     quality = frame_quality(np.ascontiguousarray(lum, dtype=np.float32))
     return {"star_count": quality.star_count, "fwhm_px": quality.fwhm,
@@ -344,9 +339,6 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                 options: StackOptions = StackOptions(), selection: str | None = None,
                 progress: Progress | None = None) -> StackReport:
     """Integrate the given (registered, accepted) lights into ``output`` and record the stack."""
-    from oscdeep.integrate import CombineOptions, combine
-    from oscdeep.io.fits import write_fits_image
-
     progress = progress or NullProgress()
     start = time.perf_counter()
     report = StackReport(name=name)

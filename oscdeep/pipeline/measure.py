@@ -15,6 +15,10 @@ from typing import Any
 
 from oscdeep.config import MatchTolerances
 from oscdeep.db.engine import Library
+# Imported here, not in the worker: pool processes are forked and inherit these modules.
+from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
+from oscdeep.errors import OscdeepError
+from oscdeep.stars import frame_quality
 from oscdeep.db.models import Frame, utcnow
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
@@ -55,6 +59,7 @@ class FrameOutcome:
     catalog: bytes | None = None
     reason: str | None = None
     error: str | None = None
+    masters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,11 +81,7 @@ class AnalysisReport:
 
 def _analyse(task: _Task) -> FrameOutcome:
     """Worker: calibrate one light and measure it (masters cached per process)."""
-    from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
-    from oscdeep.errors import OscdeepError
-    from oscdeep.stars import frame_quality
-
-    outcome = FrameOutcome(task.frame_id, task.path)
+    outcome = FrameOutcome(task.frame_id, task.path, masters=dict(task.spec.ids))
     try:
         calibrated = calibrate_job(task)
         if task.spec.pattern:
@@ -129,6 +130,9 @@ def _store(library: Library, outcome: FrameOutcome, key: str) -> None:
         for name, value in outcome.metrics.items():
             setattr(frame, name, value)
         frame.star_catalog = outcome.catalog
+        frame.bias_id = outcome.masters.get("bias")
+        frame.dark_id = outcome.masters.get("dark")
+        frame.flat_id = outcome.masters.get("flat")
         frame.analyzed_at = utcnow()
         frame.analysis_key = key
         if outcome.reason or outcome.error:
