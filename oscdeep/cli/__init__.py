@@ -16,7 +16,9 @@ from oscdeep.cli.app import cli
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning domain errors into one line and an exit code."""
     from oscdeep.errors import OscdeepError
+    from oscdeep.runtime import reuse_freed_memory
 
+    reuse_freed_memory()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="oscdeep", standalone_mode=False)
