@@ -1,5 +1,5 @@
 """``python -m oscdeep`` runs the command-line interface."""
 
-from oscdeep.cli import main
+from oscdeep.cli import entry
 
-main()
+entry()

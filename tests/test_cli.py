@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,18 @@ def test_python_dash_m_and_version() -> None:
     run = subprocess.run([sys.executable, "-m", "oscdeep", "--version"], capture_output=True,
                          text=True)
     assert run.returncode == 0 and run.stdout.startswith("oscdeep, version")
+
+
+def test_program_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None:
+    """The program leaves with os._exit after main(): output must be flushed and the exit
+    code kept (0 success, 1 a domain error, 2 a usage error)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "oscdeep", "--db",
+                               str(tmp_path / "lib.db"), *args], capture_output=True, text=True)
+
+    info = run("db", "info", "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["schema_revision"]
+    missing = run("stack", "show", "nope")
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error: no stack")
+    usage = run("post")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr

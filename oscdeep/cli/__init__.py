@@ -6,6 +6,7 @@ are imported inside commands so that ``oscdeep --help`` starts fast.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -16,9 +17,7 @@ from oscdeep.cli.app import cli
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning domain errors into one line and an exit code."""
     from oscdeep.errors import OscdeepError
-    from oscdeep.runtime import reuse_freed_memory
 
-    reuse_freed_memory()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="oscdeep", standalone_mode=False)
@@ -48,4 +47,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-__all__ = ["cli", "main"]
+def entry() -> None:
+    """The ``oscdeep`` program: :func:`main`, then leave at once.
+
+    Everything is written and closed by then (the library by the command's context, pools and
+    files by their ``with`` blocks), so the interpreter's own teardown — collecting every
+    object of numpy, numba, astropy and SQLAlchemy — only costs time: about half a second
+    after a run.
+    """
+    code: int = 0
+    try:
+        main()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+        else:
+            code = int(exc.code or 0)
+    except BaseException:  # --debug tracebacks: print them as Python would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)
+
+
+__all__ = ["cli", "entry", "main"]

@@ -35,7 +35,7 @@ from oscdeep.io.fits import write_fits_image
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
-from oscdeep.runtime import single_threaded_workers
+from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
 from oscdeep.stars import estimate_background, frame_quality
 from oscdeep.transform import Transform
 from oscdeep.types import FrameStatus
@@ -356,7 +356,8 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
         if workers == 1:
             results = list(_progressing(map(_warp_one, todo), progress))
         else:
-            with single_threaded_workers(), ProcessPoolExecutor(max_workers=workers) as pool:
+            with single_threaded_workers(), ProcessPoolExecutor(
+                max_workers=workers, initializer=reuse_freed_memory) as pool:
                 results = list(_progressing(pool.map(_warp_one, todo), progress))
         failed = {frame_id: error for frame_id, error in results if error}
     finally:

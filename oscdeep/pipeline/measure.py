@@ -23,7 +23,7 @@ from oscdeep.db.models import Frame, utcnow
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
-from oscdeep.runtime import single_threaded_workers
+from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
 from oscdeep.types import FrameStatus
 
 ANALYSIS_VERSION = "2"
@@ -178,7 +178,8 @@ def _run_pool(library: Library, report: AnalysisReport, tasks: list[_Task],
     # Tasks are ordered by light group, so each worker mostly reuses the masters it loaded.
     pending: set[Future[FrameOutcome]] = set()
     queue = list(reversed(tasks))
-    with single_threaded_workers(), ProcessPoolExecutor(max_workers=workers) as pool:
+    with single_threaded_workers(), ProcessPoolExecutor(
+            max_workers=workers, initializer=reuse_freed_memory) as pool:
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
