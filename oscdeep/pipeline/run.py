@@ -12,21 +12,24 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Target
-from oscdeep.finish import FinishOptions
 from oscdeep.pipeline.align import RegisterReport, register_frames
 from oscdeep.pipeline.autoreject import find_outliers
 from oscdeep.pipeline.build import StackOptions, StackReport, build_stack, unique_stack_name
 from oscdeep.pipeline.ingest import IngestOptions, IngestReport, ingest
 from oscdeep.pipeline.masters import MasterBuildReport, build_masters
 from oscdeep.pipeline.measure import AnalysisReport, analyze_frames
-from oscdeep.pipeline.post import PostReport, default_picture_path, post_stack
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
+
+if TYPE_CHECKING:  # the finishing modules are imported only when a picture is made
+    from oscdeep.finish import FinishOptions
+    from oscdeep.pipeline.post import PostReport
 
 
 @dataclass
@@ -96,6 +99,8 @@ def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
                             selection=f"target_id:{target_id}", progress=progress)
         report.stacks.append(built)
         if finish is not None and built.stack_id is not None:
+            from oscdeep.pipeline.post import default_picture_path, post_stack
+
             where = Path(picture) if i == 0 and picture else default_picture_path(path)
             report.pictures.append(post_stack(library, str(built.stack_id), output=where,
                                               options=finish, progress=progress))
