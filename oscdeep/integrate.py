@@ -80,7 +80,9 @@ class FrameSource(Protocol):
 
     ``shape`` is (H, W) or (H, W, 3); ``read_rows(y0, y1)`` returns rows y0..y1-1 (top-down)
     as float32, NaN meaning no data. A source may also offer ``read_rows_into(out, y0, y1)``
-    to fill a preallocated float32 array, which the driver then uses to avoid a copy.
+    to fill a preallocated float32 array, which the driver then uses to avoid a copy, and a
+    ``location_scale`` (per-channel median and MAD sigma, as :func:`frame_location_scale`
+    measures them) known from when it was written, which spares the normalisation pass.
     """
 
     @property

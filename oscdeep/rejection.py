@@ -87,12 +87,11 @@ class CombineMethod(StrEnum):
     MEDIAN = "median"
 
 
-_METHOD_CODES = {
+_METHOD_CODES = {  # of the methods _kernel_by_value runs (linear fit has its own kernel)
     RejectionMethod.NONE: 0,
     RejectionMethod.PERCENTILE: 1,
     RejectionMethod.SIGMA: 2,
     RejectionMethod.WINSORIZED: 3,
-    RejectionMethod.LINEAR: 4,
 }
 
 
@@ -506,8 +505,10 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, p_high,
-            max_iter, values, n_low, n_high, n_used, frame_counts):
+def _kernel_linear_fit(block, bits, weights, median_combine, k_low, k_high, max_iter, values,
+                       n_low, n_high, n_used, frame_counts):
+    """Kernel for linear-fit clipping, which judges each value by its rank: the values are
+    sorted with their frames (keys of order-preserving float bits, then the frame index)."""
     n_frames, n_pix = block.shape
     n_chunks = frame_counts.shape[0]
     step = (n_pix + n_chunks - 1) // n_chunks
@@ -519,33 +520,12 @@ def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, 
         tmp = np.empty(n_frames, np.uint64)
         sv = np.empty(n_frames, np.float64)
         si = np.empty(n_frames, np.int64)
-        s1 = np.empty(n_frames + 1, np.float64)
-        s2 = np.empty(n_frames + 1, np.float64)
         state = np.empty(n_frames, np.int8)
         kpos = np.empty(n_frames, np.int64)
         kv = np.empty(n_frames, np.float64)
         flag = np.empty(n_frames, np.int8)
         counts = frame_counts[chunk]
-        plain_mean = method == 0 and not median_combine
         for p in range(p0, p1):
-            if plain_mean:
-                # No rejection and a mean: no sort needed.
-                n = 0
-                wsum = 0.0
-                vsum = 0.0
-                for i in range(n_frames):
-                    v = block[i, p]
-                    if v == v:
-                        n += 1
-                        counts[i, 2] += 1
-                        wsum += weights[i]
-                        vsum += weights[i] * v
-                values[p] = vsum / wsum if n > 0 else np.nan
-                n_low[p] = 0
-                n_high[p] = 0
-                n_used[p] = n
-                continue
-            # Gather the valid values as sortable keys: order-preserving float bits, then frame.
             n = 0
             for i in range(n_frames):
                 v = block[i, p]
@@ -572,30 +552,7 @@ def _kernel(block, bits, weights, method, median_combine, k_low, k_high, p_low, 
                 si[k] = i
                 sv[k] = by_frame[i]
                 state[k] = 0
-
-            a = 0
-            b = n
-            kept = n
-            if method == 1:
-                a, b = _percentile_range(sv, n, p_low, p_high)
-            elif method == 2 or method == 3:
-                pivot = sv[n // 2]
-                s1[0] = 0.0
-                s2[0] = 0.0
-                for k in range(n):
-                    d = sv[k] - pivot
-                    s1[k + 1] = s1[k] + d
-                    s2[k + 1] = s2[k] + d * d
-                a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high, max_iter)
-            elif method == 4:
-                kept = _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter)
-            if method != 4:
-                for k in range(a):
-                    state[k] = -1
-                for k in range(b, n):
-                    state[k] = 1
-                kept = b - a
-
+            kept = _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter)
             lows = 0
             highs = 0
             wsum = 0.0
@@ -674,13 +631,16 @@ def reject_and_combine_into(
     chunks = _n_chunks(n_pix)
     scratch = np.zeros((chunks, n_frames, 3), dtype=np.int64)
     method = RejectionMethod(params.method)
-    args = (w, _METHOD_CODES[method], params.combine == CombineMethod.MEDIAN, params.sigma_low,
-            params.sigma_high, params.percentile_low, params.percentile_high,
-            int(params.max_iter or 0), values, n_low, n_high, n_used, scratch)
+    median = params.combine == CombineMethod.MEDIAN
+    max_iter = int(params.max_iter or 0)
     if n_pix and method is RejectionMethod.LINEAR:
-        _kernel(block, block.view(np.uint32), *args)
+        _kernel_linear_fit(block, block.view(np.uint32), w, median, params.sigma_low,
+                           params.sigma_high, max_iter, values, n_low, n_high, n_used, scratch)
     elif n_pix:
-        _kernel_by_value(block, _network(n_frames), *args)
+        _kernel_by_value(block, _network(n_frames), w, _METHOD_CODES[method], median,
+                         params.sigma_low, params.sigma_high, params.percentile_low,
+                         params.percentile_high, max_iter, values, n_low, n_high, n_used,
+                         scratch)
     if frame_counts is not None:
         frame_counts += scratch.sum(axis=0)
 
