@@ -31,6 +31,7 @@ from oscdeep.debayer import debayer, luminance
 from oscdeep.errors import OscdeepError
 # Imported here, not in the worker: pool processes are forked and inherit these modules.
 from oscdeep.integrate import ArraySource, CombineOptions, NpySource, combine, frame_location_scale
+from oscdeep.io.atomic import atomic_path
 from oscdeep.io.fits import write_fits_image
 from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
 from oscdeep.pipeline.matching import match_lights
@@ -176,14 +177,11 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
                                  interpolation=task.interpolation))
         target = Path(task.cache_path)
         location, scale = frame_location_scale(ArraySource(warped))
-        stats = _stats_path(target)
-        tmp_stats = stats.with_name(f".{stats.name}.{os.getpid()}.tmp")
-        tmp_stats.write_text(json.dumps({"location": location.tolist(),
-                                         "scale": scale.tolist()}))
-        os.replace(tmp_stats, stats)
-        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, warped.astype(np.float32, copy=False))
-        os.replace(tmp, target)
+        # The sidecar first: a cached frame is one whose .npy exists.
+        with atomic_path(_stats_path(target)) as tmp:
+            tmp.write_text(json.dumps({"location": location.tolist(), "scale": scale.tolist()}))
+        with atomic_path(target) as tmp:
+            np.save(tmp, warped.astype(np.float32, copy=False))
     except (OscdeepError, OSError, ValueError, MemoryError) as exc:
         return task.frame_id, str(exc)
     return task.frame_id, None
