@@ -193,15 +193,19 @@ def iter_calibrated(
         yield CalibratedLight(job.frame_id, job.path, result.image, result)
 
 
+def record_masters(frame: Frame, ids: dict[str, int]) -> None:
+    """Note on a light the masters (by role: bias, dark, flat) it was calibrated with."""
+    frame.bias_id = ids.get("bias")
+    frame.dark_id = ids.get("dark")
+    frame.flat_id = ids.get("flat")
+
+
 def _record(library: Library, frame_id: int, result: CalibratedFrame) -> None:
-    ids = result.record.master_ids
     with library.session() as orm:
         frame = orm.get(Frame, frame_id)
         if frame is None:
             return
-        frame.bias_id = ids.get("bias")
-        frame.dark_id = ids.get("dark")
-        frame.flat_id = ids.get("flat")
+        record_masters(frame, result.record.master_ids)
         frame.dark_scale = result.record.dark_scale
         frame.calibrated_at = utcnow()
 

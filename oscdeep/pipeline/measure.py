@@ -20,7 +20,8 @@ from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
 from oscdeep.errors import OscdeepError
 from oscdeep.stars import frame_quality
 from oscdeep.db.models import Frame, utcnow
-from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
+from oscdeep.pipeline.calibration import (
+    LightJob, MasterSpec, calibrate_job, pedestal_of, record_masters)
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
@@ -131,9 +132,7 @@ def _store(library: Library, outcome: FrameOutcome, key: str) -> None:
         for name, value in outcome.metrics.items():
             setattr(frame, name, value)
         frame.star_catalog = outcome.catalog
-        frame.bias_id = outcome.masters.get("bias")
-        frame.dark_id = outcome.masters.get("dark")
-        frame.flat_id = outcome.masters.get("flat")
+        record_masters(frame, outcome.masters)
         frame.analyzed_at = utcnow()
         frame.analysis_key = key
         if outcome.reason or outcome.error:
