@@ -58,11 +58,11 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
 
 
 def _register() -> None:
-    from oscdeep.cli import (calib, db_cmd, demo, frames, post, register_cmd, run_cmd, session,
-                             stack, target)
+    from oscdeep.cli import (calib, db_cmd, demo, frames, post, register_cmd, report_cmd,
+                             run_cmd, session, stack, target)
 
-    for module in (session, frames, calib, register_cmd, stack, post, run_cmd, target, demo,
-                   db_cmd):
+    for module in (session, frames, calib, register_cmd, stack, post, report_cmd, run_cmd,
+                   target, demo, db_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

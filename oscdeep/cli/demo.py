@@ -74,12 +74,9 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
     if report.session_id is not None:
         with library.session() as orm:
             show_session(orm, find_session(orm, str(report.session_id)))
-    from oscdeep.io.atomic import atomic_path
-    from oscdeep.pipeline.report import gather
-    from oscdeep.report import render
+    from oscdeep.pipeline.report import write_report
 
-    with atomic_path(directory / "report.html") as tmp:
-        tmp.write_text(render(gather(library, None)), encoding="utf-8")
+    write_report(library, None, directory / "report.html")
     where = library.display_location()
     out().print(f"\nLibrary: {where}\nStack:   {directory / 'stack.fits'}\n"
                 f"Picture: {directory / 'picture.png'}\n"

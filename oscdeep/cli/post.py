@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -105,27 +104,4 @@ def print_post_report(report: Any, as_json: bool = False) -> None:
     out().print(tbl)
 
 
-@click.command("report")
-@click.argument("ref", required=False, metavar="[SESSION|TARGET|STACK]")
-@click.option("--output", "-o", default="report.html", show_default=True, metavar="FILE.html",
-              help="Where to write the page.")
-@pass_app
-def report(app: AppContext, ref: str | None, output: str) -> None:
-    """A self-contained HTML page of a night, a target, a stack, or (no argument) the whole
-    library: quality plots per night, masters, stacks with previews, the final pictures.
-
-    \b
-    Prefix the reference to be explicit: session:2026-11-20, target:M42, stack:3.
-    """
-    from oscdeep.io.atomic import atomic_path
-    from oscdeep.pipeline.report import gather
-    from oscdeep.report import render
-
-    page = render(gather(app.library(), ref))
-    path = Path(output)
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    out().print(f"Report written to {path} ({len(page) / 1024:.0f} KiB); open it in a browser.")
-
-
-COMMANDS = [post, report]
+COMMANDS = [post]

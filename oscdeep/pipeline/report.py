@@ -309,4 +309,15 @@ def gather(library: Library, ref: str | None = None, *, preview_width: int = PRE
                       location=library.display_location())
 
 
-__all__ = ["downsample", "gather", "picture_preview", "resolve", "stack_preview"]
+def write_report(library: Library, ref: str | None, path: str | Path) -> int:
+    """Gather the report on ``ref`` and write it atomically as one HTML page; its size."""
+    from oscdeep.io.atomic import atomic_path
+    from oscdeep.report import render
+
+    page = render(gather(library, ref))
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return len(page.encode("utf-8"))
+
+
+__all__ = ["downsample", "gather", "picture_preview", "resolve", "stack_preview", "write_report"]
