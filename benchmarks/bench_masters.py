@@ -56,7 +56,12 @@ usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(code, wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 """
 
-SIRIL_SCRIPT = """\
+def siril_script_text(light_steps: str = "") -> str:
+    """The Siril script on ``in/{bias,darks,flats}``: link the frames, stack master bias and
+    dark and the bias-subtracted flats (winsorized, as oscdeep does), then ``light_steps``
+    (given, the lights in ``in/lights`` are linked too). Shared by the benchmarks."""
+    lights = "cd ../lights\nlink light -out=../../process\n" if light_steps else ""
+    return f"""\
 requires 1.0.0
 set32bits
 setmem 0.5
@@ -67,13 +72,16 @@ cd ../darks
 link dark -out=../../process
 cd ../flats
 link flat -out=../../process
-cd ../../process
-stack bias rej w {lo:g} {hi:g} -nonorm -out=master_bias
-stack dark rej w {lo:g} {hi:g} -nonorm -out=master_dark
+{lights}cd ../../process
+stack bias rej w {SIGMA_LOW:g} {SIGMA_HIGH:g} -nonorm -out=master_bias
+stack dark rej w {SIGMA_LOW:g} {SIGMA_HIGH:g} -nonorm -out=master_dark
 preprocess flat -bias=master_bias
-stack pp_flat rej w {lo:g} {hi:g} -norm=mul -out=master_flat
-close
-""".format(lo=SIGMA_LOW, hi=SIGMA_HIGH)
+stack pp_flat rej w {SIGMA_LOW:g} {SIGMA_HIGH:g} -norm=mul -out=master_flat
+{light_steps}close
+"""
+
+
+SIRIL_SCRIPT = siril_script_text()
 
 
 @dataclass

@@ -51,34 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_analysis import Measured, run_measured, siril_command_spans, siril_script  # noqa: E402
 from bench_masters import (  # noqa: E402
-    OSCDEEP, SIGMA_HIGH, SIGMA_LOW, SIRIL, cached_night, siril_version, warm_page_cache)
+    OSCDEEP, SIGMA_HIGH, SIGMA_LOW, SIRIL, cached_night, siril_script_text, siril_version,
+    warm_page_cache)
 
 TARGET = "M42"  # NightConfig's default target (OBJECT header)
 KINDS = ("bias", "darks", "flats", "lights")
 
-SIRIL_SCRIPT = """\
-requires 1.0.0
-set32bits
-setmem 0.5
-setcpu 2
-cd in/bias
-link bias -out=../../process
-cd ../darks
-link dark -out=../../process
-cd ../flats
-link flat -out=../../process
-cd ../lights
-link light -out=../../process
-cd ../../process
-stack bias rej w {lo:g} {hi:g} -nonorm -out=master_bias
-stack dark rej w {lo:g} {hi:g} -nonorm -out=master_dark
-preprocess flat -bias=master_bias
-stack pp_flat rej w {lo:g} {hi:g} -norm=mul -out=master_flat
-preprocess light -dark=master_dark -flat=master_flat -cfa -equalize_cfa -debayer
-register pp_light
-stack r_pp_light rej w {lo:g} {hi:g} -norm=addscale -output_norm -out=result
-close
-""".format(lo=SIGMA_LOW, hi=SIGMA_HIGH)
+SIRIL_SCRIPT = siril_script_text(
+    "preprocess light -dark=master_dark -flat=master_flat -cfa -equalize_cfa -debayer\n"
+    "register pp_light\n"
+    f"stack r_pp_light rej w {SIGMA_LOW:g} {SIGMA_HIGH:g} -norm=addscale -output_norm -out=result\n")
 
 
 @dataclass
