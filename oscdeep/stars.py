@@ -7,7 +7,8 @@ How a frame is analysed (each choice measured in ``benchmarks/bench_stars.py``):
    ``box`` px meshes, median-filtered and spline-interpolated): within 0.5 % of the true
    level with a gradient, but its noise reads 1-7 % high on crowded fields (star light in
    the meshes), so the frame's ``noise`` is measured again between the detected stars
-   (MAD): within 0.5 %.
+   (MAD): within 0.5 %. Frames of a megapixel or more are measured on every other pixel
+   (4x faster, same accuracy in ``benchmarks/bench_stars.py``).
 2. Detection: local maxima of the image convolved with a Gaussian of 0.7 times the stars'
    sigma, above ``threshold`` times the noise of that filtered image (a matched filter that
    keeps ~94 % of the optimal signal-to-noise and still separates pairs ~1 FWHM apart). Each
@@ -91,6 +92,10 @@ FLAG_MASKED = 4
 REJECTION_REASONS = ("saturated", "halo", "hot", "trail", "extended", "edge")
 
 _MAGIC = b"OSCSTAR1"
+_SAMPLED_PIXELS = 1_000_000  # frames this large are sampled for background and noise
+_GAIN_CROP = 1024  # px, central square where the filtered-noise gain is measured
+_BLOCK_3X3 = np.ones((3, 3), np.uint8)
+_NOISE_SAMPLE = 250_000  # pixels the sky noise is measured on
 _FIRST_KERNEL_SIGMA = 1.0  # px, first detection pass
 _FIRST_PASS_SIZE = 1024  # px, central square searched by the first pass
 _KERNEL_PER_SIGMA = 0.7  # second pass: kernel sigma / star sigma
@@ -130,18 +135,37 @@ def _native(image: np.ndarray) -> np.ndarray:
 
 
 def estimate_background(image: np.ndarray, *, box: int = 64, filter_size: int = 3,
-                        mask: np.ndarray | None = None) -> Background:
+                        mask: np.ndarray | None = None, stride: int = 1) -> Background:
     """Background level and noise maps, robust to stars and to gradients larger than ``box``.
 
     ``sep.Background``: per ``box`` x ``box`` mesh a sigma-clipped mode (2.5 median - 1.5 mean)
     and standard deviation, median-filtered over ``filter_size`` meshes, then interpolated
     with a bicubic spline. NaN pixels and ``mask`` (True = ignore) are left out. A constant
     image has an rms of 0; an image without valid pixels gives NaN.
+
+    ``stride`` > 1 measures every ``stride``-th pixel of every ``stride``-th row (meshes keep
+    their size in image pixels) and interpolates the maps back: ``stride ** 2`` times less
+    work for the same level. The noise is then that of one pixel parity, which differs by a
+    few per cent from the average where the noise has a 2x2 pattern (a demosaiced channel).
     """
-    data = _native(image)
+    stride = max(1, int(stride))
+    full = _native(image)
+    data = full[::stride, ::stride] if stride > 1 else full
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)[::stride, ::stride]
+    bkg = _sep_background(np.ascontiguousarray(data), max(1, box // stride), filter_size, mask)
+    if stride > 1 and bkg.level.shape != full.shape:
+        size = (full.shape[1], full.shape[0])
+        bkg = Background(*(cv2.resize(m, size, interpolation=cv2.INTER_LINEAR)
+                           for m in (bkg.level, bkg.rms)), bkg.global_level, bkg.global_rms)
+    return bkg
+
+
+def _sep_background(data: np.ndarray, box: int, filter_size: int,
+                    mask: np.ndarray | None) -> Background:
     bad = ~np.isfinite(data)
     if mask is not None:
-        bad |= np.asarray(mask, dtype=bool)
+        bad |= mask
     if bad.all():
         nan = np.full(data.shape, np.nan, np.float32)
         return Background(nan, nan.copy(), math.nan, math.nan)
@@ -275,7 +299,7 @@ class _Prepared:
 
 def _prepare(img: np.ndarray, background: Background | None, box: int) -> _Prepared | None:
     """Background-subtract; None when the frame has no noise to measure against."""
-    bkg = background or estimate_background(img, box=box)
+    bkg = background or _frame_background(img, box)
     if not (math.isfinite(bkg.global_rms) and bkg.global_rms > 0):
         return None
     sub = img - bkg.level
@@ -286,6 +310,13 @@ def _prepare(img: np.ndarray, background: Background | None, box: int) -> _Prepa
         filled = np.where(valid, sub, np.float32(0))
     rms = np.maximum(bkg.rms, np.float32(1e-3 * bkg.global_rms))
     return _Prepared(img, sub, filled, valid, rms, bkg)
+
+
+def _frame_background(img: np.ndarray, box: int) -> Background:
+    """The background a detection works against: from every other pixel once the frame has
+    a megapixel or more (4x faster; the detection threshold only needs the noise to a few
+    per cent and the frame's ``noise`` figure is measured again between the stars)."""
+    return estimate_background(img, box=box, stride=2 if img.size >= _SAMPLED_PIXELS else 1)
 
 
 def _gauss_kernel(sigma: float) -> np.ndarray:
@@ -302,13 +333,19 @@ def _filtered_noise_gain(filled: np.ndarray, filt: np.ndarray, kernel: np.ndarra
     of a demosaiced or resampled frame share noise, so their filtered noise is larger (2-3x
     after an edge-aware demosaic, which turned noise into thousands of "5 sigma stars" in
     real Seestar frames): the ratio of the clipped rms of both images, measured on every
-    other pixel, is used when it is larger.
+    other pixel of the central ``_GAIN_CROP`` square, is used when it is larger.
     """
     white = float(np.sum(kernel.astype(np.float64) ** 2))
-    a, b = (np.ascontiguousarray(im[::2, ::2]) for im in (filled, filt))
+    h, w = filled.shape
+    y0, x0 = max(0, (h - _GAIN_CROP) // 2), max(0, (w - _GAIN_CROP) // 2)
+    part = np.s_[y0:y0 + _GAIN_CROP:2, x0:x0 + _GAIN_CROP:2]
+    a, b = (np.ascontiguousarray(im[part]) for im in (filled, filt))
     if min(a.shape) < 16:
         return white
-    mask = None if valid is None else ~np.ascontiguousarray(valid[::2, ::2])
+    mask = None if valid is None else ~np.ascontiguousarray(valid[part])
+    if mask is not None and mask.mean() > 0.5:  # mostly no data in the centre: use it all
+        a, b = (np.ascontiguousarray(im[::2, ::2]) for im in (filled, filt))
+        mask = ~np.ascontiguousarray(valid[::2, ::2])
     box = min(32, *a.shape)
     rms_a, rms_b = (sep.Background(im, mask=mask, bw=box, bh=box).globalrms for im in (a, b))
     if not (rms_a > 0 and math.isfinite(rms_b)):
@@ -328,20 +365,12 @@ def _find_peaks(filled: np.ndarray, rms: np.ndarray, valid: np.ndarray | None,
     above = filt > rms * (gain * np.float32(threshold))
     if valid is not None:
         above &= valid
-    ys, xs = np.nonzero(above)
-    h, w = filt.shape
-    centre = filt[ys, xs]
-    is_peak = np.ones(len(xs), bool)
-    n_above = np.zeros(len(xs), np.int32)
-    for dy in (-1, 0, 1):
-        yy = np.clip(ys + dy, 0, h - 1)
-        for dx in (-1, 0, 1):
-            xx = np.clip(xs + dx, 0, w - 1)
-            n_above += above[yy, xx]
-            if dx or dy:
-                is_peak &= centre >= filt[yy, xx]
-    keep = is_peak & (n_above >= min(max(min_area, 1), 9))
-    xs, ys = xs[keep], ys[keep]
+    # A peak is the maximum of its 3x3 block (the block ends at the frame's edge).
+    peak = above & (filt >= cv2.dilate(filt, _BLOCK_3X3))
+    n_above = cv2.boxFilter(above.view(np.uint8), -1, (3, 3), normalize=False,
+                            borderType=cv2.BORDER_REPLICATE)
+    peak &= n_above >= min(max(min_area, 1), 9)
+    ys, xs = np.nonzero(peak)
     snr = filt[ys, xs] / (rms[ys, xs] * gain)
     order = np.argsort(-snr, kind="stable")
     return xs[order], ys[order], snr[order]
@@ -757,7 +786,7 @@ def frame_quality(image: np.ndarray, *, threshold: float = 5.0, saturation: floa
     empty = StarCatalog.empty(img.shape)
     if not np.isfinite(img).any():
         return FrameQuality(0, nan, nan, nan, nan, nan, nan, 0.0, "no valid pixels", empty)
-    bkg = background or estimate_background(img, box=box)
+    bkg = background or _frame_background(img, box)
     prep = _prepare(img, bkg, box)
     if prep is None:
         return FrameQuality(0, nan, nan, nan, bkg.global_level, bkg.global_rms, nan, 0.0,
@@ -788,10 +817,12 @@ def frame_quality(image: np.ndarray, *, threshold: float = 5.0, saturation: floa
     return FrameQuality(n, fwhm, roundness, ecc, level, noise, snr, weight, reason, cat)
 
 
-def _sky_noise(prep: _Prepared, cat: StarCatalog, stride: int = 3) -> float:
-    """Robust sky noise between the stars: MAD of every ``stride``-th pixel outside a disc
-    around each star whose radius grows with the star's peak. (The per-mesh clipping of the
-    background map leaves 2-3 % of star light in the noise of crowded fields.)"""
+def _sky_noise(prep: _Prepared, cat: StarCatalog) -> float:
+    """Robust sky noise between the stars: MAD of every n-th pixel of every n-th row (n >= 3,
+    about 250 000 pixels: the MAD to 0.2 %) outside a disc around each star whose radius
+    grows with the star's peak. (The per-mesh clipping of the background map leaves 2-3 %
+    of star light in the noise of crowded fields.)"""
+    stride = max(3, math.ceil(math.sqrt(prep.sub.size / _NOISE_SAMPLE)))
     sample = prep.sub[::stride, ::stride]
     mask = np.zeros(sample.shape, np.uint8)
     if len(cat):
