@@ -22,8 +22,9 @@ discarded and ends the iteration, which otherwise ends when a pass rejects nothi
 ``winsorized``
     As ``sigma``, but ``s`` is a robust spread: starting from the sample standard deviation,
     the kept values are clamped to ``c ± 1.5 s`` (winsorized, Huber-style) and ``s`` becomes
-    1.134 times the standard deviation of the clamped values, repeated until ``s`` changes by
-    less than 0.05 %. Outliers then cannot inflate the spread that is used to clip them.
+    1.134 times the standard deviation of the clamped values, repeated to the fixed point
+    (solved exactly; Siril stops once ``s`` changes by less than 0.05 %). Outliers then
+    cannot inflate the spread that is used to clip them.
 ``linear``
     Linear-fit clipping: a straight line ``a*i + b`` is fitted by least squares to the kept
     values sorted by value against their rank ``i``; ``s`` is the mean absolute residual, and
@@ -142,8 +143,6 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 _WINSOR_CLAMP = 1.5
 _WINSOR_GAIN = 1.134
-_WINSOR_TOL = 0.0005
-_WINSOR_MAX_ITER = 100
 _LINEAR_TIE = 1.0 + 1e-9
 
 
@@ -246,43 +245,117 @@ def _sort_keys(keys, tmp, n):
         keys[:n] = tmp[:n]
 
 
+@numba.njit(cache=True, inline="always")
+def _root_in(qa, qb, qc, lo, hi, largest):
+    """The smallest (or ``largest``) root of ``qa*x^2 + qb*x + qc`` in [lo, hi], -1.0 if none.
+
+    Roots within 1e-9 (relative) outside the interval count, clamped into it: a fixed point
+    on a segment boundary must not be lost to rounding between two segments.
+    """
+    tol = 1e-9 * (hi if np.isfinite(hi) else lo)
+    r1 = -1.0
+    r2 = -1.0
+    if abs(qa) < 1e-300:
+        if qb == 0.0:
+            return -1.0
+        r1 = -qc / qb
+        r2 = r1
+    else:
+        disc = qb * qb - 4.0 * qa * qc
+        if disc < 0.0:
+            return -1.0
+        q = -0.5 * (qb + np.sqrt(disc)) if qb >= 0.0 else -0.5 * (qb - np.sqrt(disc))
+        r1 = q / qa
+        r2 = qc / q if q != 0.0 else r1
+    first = max(r1, r2) if largest else min(r1, r2)
+    second = min(r1, r2) if largest else max(r1, r2)
+    for r in (first, second):
+        if lo - tol <= r <= hi + tol:
+            return min(max(r, lo), hi)
+    return -1.0
+
+
+@numba.njit(cache=True)
+def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
+    """The winsorized spread of sorted ``sv[a:b]`` around ``c``, starting from ``s``: the
+    limit of ``s <- GAIN * sd(clamp(values, c - CLAMP*s, c + CLAMP*s))`` (Siril's iteration,
+    which stops once ``s`` changes by less than 0.05 %).
+
+    The map is non-decreasing in ``s`` (a wider clamp never narrows the spread), so the
+    iteration moves monotonically to the nearest fixed point in the direction it starts in.
+    While no value crosses a clamp limit the variance of the clamped values is a quadratic in
+    ``s``, so the fixed point of each such segment is a root of a quadratic: walk the
+    segments from ``s`` in that direction and return the first root. ``s1``/``s2`` are
+    prefix sums of ``sv - pivot`` and its square.
+    """
+    m = b - a
+    g2 = _WINSOR_GAIN * _WINSOR_GAIN
+    k = _WINSOR_CLAMP
+    d = c - pivot
+    j1 = _lower_bound(sv, a, b, c - k * s)  # [a, j1) clamped low
+    j2 = _upper_bound(sv, j1, b, c + k * s)  # [j2, b) clamped high
+    for _ in range(2 * m + 4):  # each step releases or clamps a value
+        nlo = j1 - a
+        nhi = b - j2
+        # Sum and sum of squares of the clamped values (relative to pivot) as polynomials
+        # in s: total = t1 s + t0, squares = q2 s^2 + q1 s + q0.
+        t1 = k * (nhi - nlo)
+        t0 = (nlo + nhi) * d + (s1[j2] - s1[j1])
+        q2 = k * k * (nlo + nhi)
+        q1 = 2.0 * k * d * (nhi - nlo)
+        q0 = (nlo + nhi) * d * d + (s2[j2] - s2[j1])
+        # A fixed point is a root of h(s) = s^2 - g2 * var(s).
+        ha = 1.0 - g2 * (q2 - t1 * t1 / m) / (m - 1)
+        hb = -g2 * (q1 - 2.0 * t1 * t0 / m) / (m - 1)
+        hc = -g2 * (q0 - t0 * t0 / m) / (m - 1)
+        h = (ha * s + hb) * s + hc
+        if h == 0.0:
+            return s
+        if h > 0.0:  # the spread shrinks: the largest root below s, then the next segment
+            if j1 >= j2:
+                return 0.0
+            below = (c - sv[j1]) / k  # where the lowest unclamped value gets clamped
+            above = (sv[j2 - 1] - c) / k  # where the highest one does
+            s_low = max(below, above, 0.0)
+            r = _root_in(ha, hb, hc, s_low, s, True)
+            if r >= 0.0:
+                return r
+            if s_low <= 0.0:
+                return 0.0
+            s = s_low
+            if below >= above:
+                j1 += 1
+            if above >= below and j2 > j1:
+                j2 -= 1
+        else:  # the spread grows: the smallest root above s, then the next segment
+            below = (c - sv[j1 - 1]) / k if j1 > a else np.inf  # where it is released
+            above = (sv[j2] - c) / k if j2 < b else np.inf
+            s_high = min(below, above)
+            r = _root_in(ha, hb, hc, s, s_high, False)
+            if r >= 0.0:
+                return r
+            if not np.isfinite(s_high):
+                return s
+            s = s_high
+            if below <= above:
+                j1 -= 1
+            if above <= below:
+                j2 += 1
+    return s
+
+
 @numba.njit(cache=True)
 def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
     """Sigma or winsorized clipping on sorted values: the kept range [a, b)."""
     a = 0
     b = n
     passes = 0
+    pivot = sv[n // 2]
     while b - a >= 3 and (max_iter <= 0 or passes < max_iter):
         c = _median_sorted(sv, a, b)
         s = _range_sd(s1, s2, a, b)
         if winsorize and s > 0.0:
-            m = b - a
-            pivot = sv[n // 2]
-            j1 = a  # first value >= lo
-            j2 = b  # first value > hi; both bounds move little between iterations
-            for _ in range(_WINSOR_MAX_ITER):
-                lo = c - _WINSOR_CLAMP * s
-                hi = c + _WINSOR_CLAMP * s
-                while j1 < b and sv[j1] < lo:
-                    j1 += 1
-                while j1 > a and sv[j1 - 1] >= lo:
-                    j1 -= 1
-                while j2 > j1 and sv[j2 - 1] > hi:
-                    j2 -= 1
-                while j2 < b and sv[j2] <= hi:
-                    j2 += 1
-                nlo = j1 - a
-                nhi = b - j2
-                dlo = lo - pivot
-                dhi = hi - pivot
-                total = nlo * dlo + nhi * dhi + (s1[j2] - s1[j1])
-                squares = nlo * dlo * dlo + nhi * dhi * dhi + (s2[j2] - s2[j1])
-                var = (squares - total * total / m) / (m - 1)
-                s_new = _WINSOR_GAIN * (np.sqrt(var) if var > 0.0 else 0.0)
-                converged = abs(s_new - s) <= s * _WINSOR_TOL
-                s = s_new
-                if converged or s == 0.0:
-                    break
+            s = _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s)
         na = _lower_bound(sv, a, b, c - k_low * s)
         nb = _upper_bound(sv, na, b, c + k_high * s)
         if nb - na < 2 or (na == a and nb == b):
