@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from oscdeep.db.base import Base
 from oscdeep.db.engine import (
+    SCHEMA_HEAD,
     files_dir_for,
     head_revision,
     open_library,
@@ -22,17 +23,52 @@ from oscdeep.db.engine import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_migrations_build_the_models_schema(tmp_path: Path) -> None:
+def _schema_diff(engine) -> list:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    lib = open_library(tmp_path / "lib.db")
-    with lib.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert diff == [], f"models and migrations disagree: {diff}"
-    tables = set(inspect(lib.engine).get_table_names())
-    assert set(Base.metadata.tables) <= tables
-    assert schema_revision(lib.engine) == head_revision(lib.url)
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+
+def _columns(engine) -> dict[str, list[tuple]]:
+    insp = inspect(engine)
+    return {t: sorted((c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t))
+            for t in insp.get_table_names()}
+
+
+def test_migrations_build_the_models_schema(tmp_path: Path) -> None:
+    from alembic import command
+
+    from oscdeep.db.engine import alembic_config
+
+    url = resolve_url(tmp_path / "migrated.db")
+    command.upgrade(alembic_config(url), "head")
+    engine = create_engine(url)
+    assert _schema_diff(engine) == [], "models and migrations disagree"
+    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    assert schema_revision(engine) == head_revision(url) == SCHEMA_HEAD
+
+
+def test_new_library_has_the_migrated_schema(tmp_path: Path) -> None:
+    """A new library is built from the models and stamped at head: the same tables,
+    columns, indexes and revision as running every migration, and Alembic accepts it."""
+    from alembic import command
+
+    from oscdeep.db.engine import alembic_config
+
+    lib = open_library(tmp_path / "new.db")
+    assert _schema_diff(lib.engine) == []
+    url = resolve_url(tmp_path / "migrated.db")
+    command.upgrade(alembic_config(url), "head")
+    migrated = create_engine(url)
+    assert _columns(lib.engine) == _columns(migrated)
+    for table in Base.metadata.tables:
+        assert sorted(i["name"] for i in inspect(lib.engine).get_indexes(table)) == \
+            sorted(i["name"] for i in inspect(migrated).get_indexes(table)), table
+    assert schema_revision(lib.engine) == SCHEMA_HEAD
+    command.upgrade(alembic_config(lib.url), "head")  # nothing to do, no error
+    assert schema_revision(lib.engine) == SCHEMA_HEAD
 
 
 def test_alembic_check_from_checkout(tmp_path: Path) -> None:
