@@ -33,7 +33,8 @@ from oscdeep.errors import OscdeepError
 from oscdeep.integrate import ArraySource, CombineOptions, NpySource, combine, frame_location_scale
 from oscdeep.io.atomic import atomic_path
 from oscdeep.io.fits import write_fits_image
-from oscdeep.pipeline.calibration import LightJob, MasterSpec, calibrate_job, pedestal_of
+from oscdeep.pipeline.calibration import (
+    LightJob, MasterSpec, calibrate_job, masters_for_workers, pedestal_of)
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
@@ -354,7 +355,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
         if workers == 1:
             results = list(_progressing(map(_warp_one, todo), progress))
         else:
-            with single_threaded_workers(), ProcessPoolExecutor(
+            with masters_for_workers(todo), single_threaded_workers(), ProcessPoolExecutor(
                 max_workers=workers, initializer=reuse_freed_memory) as pool:
                 results = list(_progressing(pool.map(_warp_one, todo), progress))
         failed = {frame_id: error for frame_id, error in results if error}

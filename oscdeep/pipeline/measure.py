@@ -21,7 +21,7 @@ from oscdeep.errors import OscdeepError
 from oscdeep.stars import frame_quality
 from oscdeep.db.models import Frame, utcnow
 from oscdeep.pipeline.calibration import (
-    LightJob, MasterSpec, calibrate_job, pedestal_of, record_masters)
+    LightJob, MasterSpec, calibrate_job, masters_for_workers, pedestal_of, record_masters)
 from oscdeep.pipeline.matching import match_lights
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
@@ -177,7 +177,7 @@ def _run_pool(library: Library, report: AnalysisReport, tasks: list[_Task],
     # Tasks are ordered by light group, so each worker mostly reuses the masters it loaded.
     pending: set[Future[FrameOutcome]] = set()
     queue = list(reversed(tasks))
-    with single_threaded_workers(), ProcessPoolExecutor(
+    with masters_for_workers(tasks), single_threaded_workers(), ProcessPoolExecutor(
             max_workers=workers, initializer=reuse_freed_memory) as pool:
         try:
             while queue or pending:
