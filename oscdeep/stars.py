@@ -93,7 +93,7 @@ REJECTION_REASONS = ("saturated", "halo", "hot", "trail", "extended", "edge")
 
 _MAGIC = b"OSCSTAR1"
 _SAMPLED_PIXELS = 1_000_000  # frames this large are sampled for background and noise
-_GAIN_CROP = 1024  # px, central square where the filtered-noise gain is measured
+_GAIN_CROP = 640  # px, central square where the filtered-noise gain is measured
 _BLOCK_3X3 = np.ones((3, 3), np.uint8)
 _NOISE_SAMPLE = 250_000  # pixels the sky noise is measured on
 _FIRST_KERNEL_SIGMA = 1.0  # px, first detection pass
