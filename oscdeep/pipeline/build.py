@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,9 +378,6 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     coverage = present.max(axis=-1) if present.ndim == 3 else present  # frames with data here
     exposure = sum(t.exposure or 0.0 for t in used)
     report.frames = len(used)
-    report.stats = {"noise_per_channel": background_noise(image), "total_exposure_s": exposure,
-                    "max_coverage": int(coverage.max()) if coverage.size else 0,
-                    **result_stars(image)}
     header = {"OBJECT": target.name if target else "", "NCOMBINE": len(used),
               "EXPTIME": exposure, "OSCSTACK": name, "OSCREJ": options.rejection,
               "OSCNORM": options.normalization, "OSCSOFT": f"oscdeep {__version__}",
@@ -390,12 +387,20 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                f"options: {json.dumps(options.record(), sort_keys=True)}"]
     history += sorted({f"masters: {t.spec.key}" for t in used})
     history += [f"frame: {Path(t.path).name} weight {weights[t.frame_id]:.4g}" for t in used]
-    write_fits_image(output, image, header, history=history,
-                     extensions={"COVERAGE": coverage.astype(np.int16),
-                                 "REJ_LOW": result.rejected_low.sum(axis=-1).astype(np.int16)
-                                 if result.rejected_low.ndim == 3 else result.rejected_low,
-                                 "REJ_HIGH": result.rejected_high.sum(axis=-1).astype(np.int16)
-                                 if result.rejected_high.ndim == 3 else result.rejected_high})
+    extensions = {"COVERAGE": coverage.astype(np.int16),
+                  "REJ_LOW": result.rejected_low.sum(axis=-1).astype(np.int16)
+                  if result.rejected_low.ndim == 3 else result.rejected_low,
+                  "REJ_HIGH": result.rejected_high.sum(axis=-1).astype(np.int16)
+                  if result.rejected_high.ndim == 3 else result.rejected_high}
+    # The file is written while the result is measured (both mostly outside the GIL).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oscdeep-write") as writer:
+        written = writer.submit(write_fits_image, output, image, header, history=history,
+                                extensions=extensions)
+        report.stats = {"noise_per_channel": background_noise(image),
+                        "total_exposure_s": exposure,
+                        "max_coverage": int(coverage.max()) if coverage.size else 0,
+                        **result_stars(image)}
+        written.result()
     report.output = str(output)
     limit = options.cache_limit if options.cache_limit is not None else \
         default_cache_limit(library)

@@ -108,26 +108,25 @@ _LOADED: dict[str, CalibrationMasters] = {}
 
 
 @contextmanager
-def masters_for_workers(jobs: Sequence[LightJob]) -> Iterator[None]:
+def masters_for_workers(jobs: Sequence[LightJob], *, release: bool = True) -> Iterator[None]:
     """Around a pool of forked workers: the masters most of ``jobs`` use are loaded here
     first, so every worker inherits them (shared pages) instead of reading them and finding
-    their bad pixels again; they are let go afterwards. Unreadable masters are left for the
+    their bad pixels again. With ``release`` they are let go afterwards, else kept for the
+    next pool (analysis, then warping, in one run). Unreadable masters are left for the
     workers to report."""
     counts = Counter(job.spec.cache_key for job in jobs)
     key = counts.most_common(1)[0][0] if counts else None
-    loaded = False
     if key is not None and key not in _LOADED:
         spec = next(job.spec for job in jobs if job.spec.cache_key == key)
         try:
             _LOADED[key] = load_masters(spec)
-            loaded = True
         except OscdeepError:
             pass
     try:
         yield
     finally:
-        if loaded:
-            _LOADED.pop(key, None)
+        if release:
+            _LOADED.clear()
 
 
 def light_job(frame: Frame, spec: MasterSpec) -> LightJob:

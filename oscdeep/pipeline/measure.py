@@ -177,8 +177,9 @@ def _run_pool(library: Library, report: AnalysisReport, tasks: list[_Task],
     # Tasks are ordered by light group, so each worker mostly reuses the masters it loaded.
     pending: set[Future[FrameOutcome]] = set()
     queue = list(reversed(tasks))
-    with masters_for_workers(tasks), single_threaded_workers(), ProcessPoolExecutor(
-            max_workers=workers, initializer=reuse_freed_memory) as pool:
+    # The masters stay loaded: warping, next in a run, forks its workers with them too.
+    with masters_for_workers(tasks, release=False), single_threaded_workers(), \
+            ProcessPoolExecutor(max_workers=workers, initializer=reuse_freed_memory) as pool:
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * workers:
