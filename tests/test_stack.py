@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from oscdeep.db.models import Frame, Stack
 from oscdeep.pipeline.align import register_frames
-from oscdeep.pipeline.build import StackOptions, build_stack, cache_usage
+from oscdeep.pipeline.build import (
+    StackOptions, background_noise, build_stack, cache_usage, result_stars)
 from oscdeep.pipeline.ingest import ingest
 from oscdeep.pipeline.measure import AnalysisOptions, analyze_frames
 from oscdeep.synth import NightConfig, make_night
@@ -42,6 +43,11 @@ def test_stack_writes_rgb_fits_with_maps_and_a_record(registered) -> None:  # no
         coverage = hdul["COVERAGE"].data
         assert coverage.max() == 8 and coverage.min() >= 1
         assert len(hdul[0].header["HISTORY"]) >= 8 + 3
+        written = np.moveaxis(hdul[0].data, 0, -1)
+    # The statistics describe the image that was written (measured while it was written).
+    assert report.stats["noise_per_channel"] == pytest.approx(background_noise(written),
+                                                              rel=1e-6)
+    assert report.stats["star_count"] == result_stars(written)["star_count"] > 10
     with library.session() as orm:
         stack = orm.scalars(select(Stack).where(Stack.name == "all")).one()
         assert stack.n_frames == 8 and len(stack.members) == 8

@@ -392,10 +392,11 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                   if result.rejected_low.ndim == 3 else result.rejected_low,
                   "REJ_HIGH": result.rejected_high.sum(axis=-1).astype(np.int16)
                   if result.rejected_high.ndim == 3 else result.rejected_high}
-    # The file is written while the result is measured (both mostly outside the GIL).
+    # The file is written while the result is measured (both mostly outside the GIL), from a
+    # copy: astropy byteswaps the array it writes in place.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oscdeep-write") as writer:
-        written = writer.submit(write_fits_image, output, image, header, history=history,
-                                extensions=extensions)
+        written = writer.submit(write_fits_image, output, image.copy(), header,
+                                history=history, extensions=extensions)
         report.stats = {"noise_per_channel": background_noise(image),
                         "total_exposure_s": exposure,
                         "max_coverage": int(coverage.max()) if coverage.size else 0,
