@@ -742,3 +742,9 @@ def reject_and_combine(
                             frame_counts=frame_counts)
     return out
 
+
+
+def warm_up(method: RejectionMethod | str = RejectionMethod.WINSORIZED) -> None:
+    """Load ``method``'s kernel now (from numba's cache, or compiled): a process's first numba
+    call also initialises numba, a quarter of a second better spent while other work runs."""
+    reject_and_combine(np.zeros((3, 4), np.float32), params=RejectionParams(method))

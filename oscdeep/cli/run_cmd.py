@@ -34,7 +34,7 @@ def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: st
     interruption, or with a new night of the same target, does only the missing work.
     """
     from oscdeep.cli.console import RichProgress
-    from oscdeep.pipeline.build import StackOptions
+    from oscdeep.pipeline.stack_options import StackOptions
     from oscdeep.pipeline.run import run_pipeline
 
     finish = None if no_picture else finish_options_from(**finishing)

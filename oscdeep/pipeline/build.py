@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from oscdeep.io.fits import write_fits_image
 from oscdeep.pipeline.calibration import (
     LightJob, MasterSpec, calibrate_job, masters_for_workers, pedestal_of)
 from oscdeep.pipeline.matching import match_lights
+from oscdeep.pipeline.stack_options import StackOptions
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
 from oscdeep.stars import estimate_background, frame_quality
@@ -45,30 +46,6 @@ from oscdeep.warp import warp_image
 
 WARP_VERSION = "1"
 """Bumped when warped frames change meaning, so older cache files are not reused."""
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """How lights are integrated (the CLI's flags)."""
-
-    rejection: str = "winsorized"
-    low: float = 3.0
-    high: float = 3.0
-    normalization: str = "additive_scaling"
-    weighting: str = "weight"
-    interpolation: str = "bicubic"
-    debayer: str = "bilinear"
-    drizzle: float | None = None
-    pixfrac: float = 0.7
-    cfa_drizzle: bool = False
-    memory_bytes: int | None = None
-    workers: int | None = None
-    cache_limit: int | None = None
-
-    def record(self) -> dict[str, Any]:
-        """Options as stored on the Stack row."""
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("memory_bytes", "workers", "cache_limit")}
 
 
 @dataclass(frozen=True)

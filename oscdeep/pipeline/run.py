@@ -18,17 +18,19 @@ from sqlalchemy import select
 
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Target
-from oscdeep.pipeline.align import RegisterReport, register_frames
-from oscdeep.pipeline.autoreject import find_outliers
-from oscdeep.pipeline.build import StackOptions, StackReport, build_stack, unique_stack_name
-from oscdeep.pipeline.ingest import IngestOptions, IngestReport, ingest
-from oscdeep.pipeline.masters import MasterBuildReport, build_masters
-from oscdeep.pipeline.measure import AnalysisReport, analyze_frames
+from oscdeep.pipeline.forked import step_in_child
+from oscdeep.pipeline.stack_options import StackOptions
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import FrameStatus
 
-if TYPE_CHECKING:  # the finishing modules are imported only when a picture is made
+# The processing modules are imported inside run_pipeline, while its first step runs.
+if TYPE_CHECKING:
     from oscdeep.finish import FinishOptions
+    from oscdeep.pipeline.align import RegisterReport
+    from oscdeep.pipeline.build import StackReport
+    from oscdeep.pipeline.ingest import IngestReport
+    from oscdeep.pipeline.masters import MasterBuildReport
+    from oscdeep.pipeline.measure import AnalysisReport
     from oscdeep.pipeline.post import PostReport
 
 
@@ -55,6 +57,30 @@ def _lights(library: Library, target_ids: set[int], *, accepted_only: bool) -> l
         return list(orm.scalars(stmt.order_by(Frame.date_obs)))
 
 
+def _ingest_and_masters(library: Library, *, progress: Progress,
+                        paths: Sequence[str | os.PathLike[str]], target: str | None
+                        ) -> tuple[IngestReport, MasterBuildReport]:
+    """The first step of a run: add the files, build the masters they allow. It needs
+    little of the processing code, so it runs in a forked child while the rest loads."""
+    from oscdeep.pipeline.ingest import IngestOptions, ingest
+    from oscdeep.pipeline.masters import build_masters
+
+    added = ingest(library, paths, IngestOptions(target=target), progress=progress)
+    return added, build_masters(library, progress=progress)
+
+
+def _load_processing(options: StackOptions) -> None:
+    """Import analysis, registration and stacking (their worker processes are forked from
+    this one and inherit them) and load the integration kernel."""
+    import oscdeep.pipeline.align  # noqa: F401
+    import oscdeep.pipeline.autoreject  # noqa: F401
+    import oscdeep.pipeline.build  # noqa: F401
+    import oscdeep.pipeline.measure  # noqa: F401
+    from oscdeep.rejection import warm_up
+
+    warm_up(options.rejection)
+
+
 def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
                  output: str | Path, target: str | None = None, name: str | None = None,
                  stack_options: StackOptions = StackOptions(),
@@ -66,7 +92,15 @@ def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
     picture when ``finish`` is None)."""
     progress = progress or NullProgress()
     report = RunReport()
-    report.ingest = ingest(library, paths, IngestOptions(target=target), progress=progress)
+    with step_in_child(_ingest_and_masters, library, progress=progress, paths=list(paths),
+                       target=target) as first_step:
+        _load_processing(stack_options)
+    report.ingest, report.masters = first_step.result()
+    from oscdeep.pipeline.align import register_frames
+    from oscdeep.pipeline.autoreject import find_outliers
+    from oscdeep.pipeline.build import build_stack, unique_stack_name
+    from oscdeep.pipeline.measure import analyze_frames
+
     with library.session() as orm:
         session_ids = [sid for sid, _, _ in report.ingest.sessions]
         if report.ingest.session_id is not None and not session_ids:
@@ -76,7 +110,6 @@ def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
             Frame.target_id.is_not(None))))
         names = {t.id: t.name for t in orm.scalars(select(Target).where(
             Target.id.in_(target_ids)))}
-    report.masters = build_masters(library, progress=progress)
     report.analysis = analyze_frames(library, _lights(library, target_ids, accepted_only=False),
                                      progress=progress)
     with library.session() as orm:
