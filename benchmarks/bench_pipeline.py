@@ -14,9 +14,11 @@ and 15 flats. Per night, ``--runs`` rounds of, in this order:
     additive with scaling, -output_norm). 32-bit, 2 threads. Siril stacks every light it
     registered: it has no outlier rejection.
   * oscdeep "all frames" (fresh library): the separate commands `session add`, `calib build`,
-    `frames analyze`, `register`, `stack build --target T` without `frames reject --auto`
-    (`run` has no switch to keep outliers), so oscdeep stacks the same frames as Siril;
-    each command timed with its own memory.
+    `frames analyze`, `register`, `stack build --target T --weight none` without `frames
+    reject --auto` (`run` has no switch to keep outliers), so oscdeep stacks the same frames
+    as Siril with equal weights, as Siril's script does (`run` weights frames by their
+    SNR^2: sharper stars for a few per cent more background noise); each command timed with
+    its own memory.
 
 Each command runs under bench_analysis' launcher: wall, CPU, peak RSS of its largest process
 and peak PSS summed over its process tree (pool workers included; sampled every 0.1 s), and the
@@ -25,7 +27,8 @@ an untimed oscdeep run first fills the numba cache.
 
 Then: a re-stack of the last "all frames" library with another selection (`--select
 'fwhm:..X'`, X = median FWHM: warped frames come from the cache) against its first `stack
-build`; the results' background noise, scored the same way for both (see `score`); and
+build`; the results' background noise and star FWHM, scored the same way for both (see
+`score`); and
 optionally (--big-night N) the peak memory of `oscdeep run` on an N-light 1600x1200 night.
 
     python benchmarks/bench_pipeline.py [--workdir /tmp/bench-pipeline] [--runs 3]
@@ -121,7 +124,8 @@ def oscdeep_run(night: Path, run_dir: Path, numba_cache: Path) -> Run:
 
 
 def oscdeep_commands(night: Path, run_dir: Path, numba_cache: Path) -> Run:
-    """The separate commands without automatic outlier rejection, fresh library."""
+    """The separate commands, fresh library: every frame (no automatic outlier rejection)
+    with equal weights, the steps of the Siril script."""
     _fresh(run_dir)
     db = ["--db", str(run_dir / "lib.db")]
     env = _env(numba_cache)
@@ -132,7 +136,7 @@ def oscdeep_commands(night: Path, run_dir: Path, numba_cache: Path) -> Run:
                       ("analyze", ["frames", "analyze"]),
                       ("register", ["register"]),
                       ("stack", ["stack", "build", "--target", TARGET, "-o", str(out),
-                                 "--json"])]:
+                                 "--weight", "none", "--json"])]:
         m = run_measured([*OSCDEEP, *db, *args], run_dir / f"{key}.log", env)
         r.add(key, m)
         if key == "stack":
@@ -256,6 +260,17 @@ def _binned_noise(plane: np.ndarray, k: int = 4) -> float:
     return estimate_background(binned, box=32).global_rms
 
 
+def _median_fwhm(rgb: np.ndarray, crop: float = 0.6) -> float:
+    """Median FWHM (px) of the PSF-fitted stars of the green plane's central ``crop``: how
+    sharp a result is, since a smoother result also has less noise per pixel."""
+    from oscdeep.stars import frame_quality
+
+    h, w = rgb.shape[:2]
+    y0, x0 = int(h * (1 - crop) / 2), int(w * (1 - crop) / 2)
+    return frame_quality(np.ascontiguousarray(rgb[y0:h - y0, x0:w - x0, 1],
+                                              dtype=np.float32)).fwhm
+
+
 def score(osc_path: Path, siril_path: Path, crop: float = 0.6) -> dict:
     """Background noise per channel in the same units for both results.
 
@@ -282,7 +297,8 @@ def score(osc_path: Path, siril_path: Path, crop: float = 0.6) -> dict:
         if best is None or len(io_) > len(best[1]):
             best = (flipped, io_, is_, xo, xs, cand)
     flipped, io_, is_, xo, xs, sir = best
-    out = {"siril_flipped": flipped, "matched": len(io_), "channels": []}
+    out = {"siril_flipped": flipped, "matched": len(io_), "channels": [],
+           "fwhm": [_median_fwhm(osc), _median_fwhm(sir)]}
     for c, name in enumerate("RGB"):
         row = {"channel": name}
         fluxes = []
@@ -318,6 +334,9 @@ def print_score(label: str, sc: dict) -> None:
         print(f"  {row['channel']:3} {n_o:14.4g} {n_s:12.4g} {row['scale']:10.4g} "
               f"{n_s / row['scale']:19.4g} {1 / row['ratio']:13.3f}x "
               f"{1 / row['binned_ratio']:15.3f}x")
+    fwhm_o, fwhm_s = sc["fwhm"]
+    print(f"  star FWHM (green, median of fitted stars): oscdeep {fwhm_o:.3f} px, Siril "
+          f"{fwhm_s:.3f} px ({fwhm_o / fwhm_s:.3f}x)")
     print("  (oscdeep/Siril < 1: oscdeep's background is quieter for the same star flux; "
           "scale = median Siril/oscdeep flux of the matched stars)")
 
