@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from oscdeep.errors import ConfigError, FrameReadError
+from oscdeep.framecode import decode_into
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.types import accept_aliases
 from oscdeep.rejection import (
@@ -123,14 +124,17 @@ class NpySource:
     """A frame in a ``.npy`` file, read row band by row band with plain file reads.
 
     Unlike a memory map, reading does not leave the whole file mapped into the process, so
-    the memory a stack uses stays within its budget however many frames it combines.
+    the memory a stack uses stays within its budget however many frames it combines. A
+    uint16 file holds :mod:`oscdeep.framecode` codes; ``coding`` is their ``(lo, span)``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 location_scale: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 location_scale: tuple[np.ndarray, np.ndarray] | None = None,
+                 coding: tuple[float, float] | None = None) -> None:
         self.path = Path(path)
         self.location_scale = location_scale
         """Known :func:`frame_location_scale` of the frame (measured when it was written)."""
+        self.coding = coding
         with open(self.path, "rb") as fh:
             major, _ = np.lib.format.read_magic(fh)
             read_header = (np.lib.format.read_array_header_1_0 if major == 1
@@ -141,6 +145,9 @@ class NpySource:
             raise FrameReadError(self.path, f"unsupported cached frame layout {shape}")
         self._shape = tuple(shape)
         self._dtype = np.dtype(dtype)
+        if (self._dtype == np.uint16) != (coding is not None):
+            raise FrameReadError(self.path, "cached frame and its coding do not agree "
+                                 f"({self._dtype}, coding {coding})")
         self._row_bytes = int(np.prod(shape[1:])) * self._dtype.itemsize
 
     @property
@@ -154,6 +161,19 @@ class NpySource:
 
     def read_rows_into(self, out: np.ndarray, y0: int, y1: int) -> None:
         _check_rows(self.shape, y0, y1)
+        if self.coding is not None:
+            codes = np.empty((y1 - y0, *self._shape[1:]), np.uint16)
+            self._read(codes, y0, y1)
+            target = out if out.dtype == np.float32 and out.flags.c_contiguous else \
+                np.empty(codes.shape, np.float32)
+            decode_into(codes, target, *self.coding)
+            if target is not out:
+                np.copyto(out, target, casting="unsafe")
+            return
+        self._read(out, y0, y1)
+
+    def _read(self, out: np.ndarray, y0: int, y1: int) -> None:
+        """Rows y0..y1 as stored, into ``out`` (converted when its dtype differs)."""
         count = (y1 - y0) * self._row_bytes
         offset = self._offset + y0 * self._row_bytes
         with open(self.path, "rb", buffering=0) as fh:

@@ -239,7 +239,7 @@ def test_cache_limit_evicts_the_least_recently_used(registered) -> None:  # noqa
                 options=StackOptions(workers=1, interpolation="bilinear"))
     files, _ = cache_usage(library)
     assert files >= 8
-    one = NIGHT.width * NIGHT.height * 3 * 4 + 128  # one warped float32 RGB frame as .npy
+    one = NIGHT.width * NIGHT.height * 3 * 2 + 128  # one warped RGB frame as uint16 codes
     report = build_stack(library, ids[:3], name="small", output=root / "small.fits",
                          options=StackOptions(workers=1, interpolation="bilinear",
                                               cache_limit=4 * one))

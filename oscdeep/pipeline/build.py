@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from oscdeep import __version__
+from oscdeep import __version__, framecode
 from oscdeep.config import MatchTolerances
 from oscdeep.db import catalog
 from oscdeep.db.engine import Library
@@ -90,16 +90,24 @@ def _stats_path(cached: Path) -> Path:
     return cached.with_suffix(".json")
 
 
+def _is_cached(path: str | Path) -> bool:
+    """A warped frame is cached when its file and its sidecar (written first) are there."""
+    return Path(path).exists() and _stats_path(Path(path)).exists()
+
+
 def _cached_source(path: str | Path) -> Any:
-    """A cached frame as a source for :func:`oscdeep.integrate.combine`, with its location
-    and scale when the sidecar has them (so the integration need not measure them again)."""
-    known = None
+    """A cached frame as a source for :func:`oscdeep.integrate.combine`: its codes' range
+    and its location and scale from the sidecar (so the integration need not measure them
+    again; a float32 file of an older cache needs no coding)."""
+    known, coding = None, None
     try:
         stats = json.loads(_stats_path(Path(path)).read_text())
         known = (np.asarray(stats["location"], float), np.asarray(stats["scale"], float))
-    except (OSError, ValueError, KeyError, TypeError):
+        coding = (float(stats["coding"][0]), float(stats["coding"][1])) \
+            if "coding" in stats else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass
-    return NpySource(path, location_scale=known)
+    return NpySource(path, location_scale=known, coding=coding)
 
 
 def cache_usage(library: Library) -> tuple[int, int]:
@@ -155,11 +163,13 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
                                  interpolation=task.interpolation))
         target = Path(task.cache_path)
         location, scale = frame_location_scale(ArraySource(warped))
-        # The sidecar first: a cached frame is one whose .npy exists.
+        codes, lo, span = framecode.encode(warped)
+        # The sidecar first: a cached frame is one whose .npy exists beside it.
         with atomic_path(_stats_path(target)) as tmp:
-            tmp.write_text(json.dumps({"location": location.tolist(), "scale": scale.tolist()}))
+            tmp.write_text(json.dumps({"location": location.tolist(), "scale": scale.tolist(),
+                                       "coding": [lo, span]}))
         with atomic_path(target) as tmp:
-            np.save(tmp, warped.astype(np.float32, copy=False))
+            np.save(tmp, codes)
     except (OscdeepError, OSError, ValueError, MemoryError) as exc:
         return task.frame_id, str(exc)
     return task.frame_id, None
@@ -323,9 +333,11 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     if not tasks:
         raise OscdeepError("no accepted, registered light matches the selection")
     cache_dir(library).mkdir(parents=True, exist_ok=True)
-    todo = [t for t in tasks if not Path(t.cache_path).exists()]
+    todo = [t for t in tasks if not _is_cached(t.cache_path)]
     report.cached = len(tasks) - len(todo)
     failed: dict[int, str] = {}
+    if todo:  # numba's kernels loaded here are inherited by the forked workers
+        framecode.encode(np.zeros((2, 2), np.float32))
     progress.begin("Calibrating and warping lights", len(todo))
     try:
         workers = max(1, min(options.workers or os.cpu_count() or 1, len(todo) or 1))
