@@ -71,8 +71,8 @@ from oscdeep.psf import (
 
 __all__ = [
     "COLUMNS", "FLAG_CROWDED", "FLAG_FITTED", "FLAG_MASKED", "REJECTION_REASONS", "Background",
-    "FrameQuality", "StarCatalog", "detect_stars", "estimate_background", "frame_quality",
-    "measure_stars",
+    "FrameQuality", "StarCatalog", "background_rms", "detect_stars", "estimate_background",
+    "frame_quality", "measure_stars",
 ]
 
 COLUMNS: tuple[str, ...] = ("x", "y", "flux", "peak", "background", "fwhm", "roundness",
@@ -161,8 +161,14 @@ def estimate_background(image: np.ndarray, *, box: int = 64, filter_size: int = 
     return bkg
 
 
+def background_rms(image: np.ndarray, *, box: int = 64, filter_size: int = 3) -> float:
+    """The image's global background noise: :func:`estimate_background`'s ``global_rms``
+    without building the full-size maps (NaN for an image without valid pixels)."""
+    return _sep_background(_native(image), box, filter_size, None, maps=False).global_rms
+
+
 def _sep_background(data: np.ndarray, box: int, filter_size: int,
-                    mask: np.ndarray | None) -> Background:
+                    mask: np.ndarray | None, *, maps: bool = True) -> Background:
     bad = ~np.isfinite(data)
     if mask is not None:
         bad |= mask
@@ -180,6 +186,9 @@ def _sep_background(data: np.ndarray, box: int, filter_size: int,
     h, w = data.shape
     bkg = sep.Background(data, mask=bad if has_bad else None, bw=min(box, w), bh=min(box, h),
                          fw=filter_size, fh=filter_size)
+    if not maps:
+        empty = np.zeros((0, 0), np.float32)
+        return Background(empty, empty, float(bkg.globalback), float(bkg.globalrms))
     return Background(level=bkg.back(dtype=np.float32), rms=bkg.rms(dtype=np.float32),
                       global_level=float(bkg.globalback), global_rms=float(bkg.globalrms))
 

@@ -19,6 +19,7 @@ from oscdeep.stars import (
     COLUMNS,
     FLAG_FITTED,
     StarCatalog,
+    background_rms,
     detect_stars,
     estimate_background,
     frame_quality,
@@ -250,6 +251,8 @@ def test_background_and_noise_within_3_percent_with_gradient(stride):
     true_noise = np.sqrt(sky / gain**2 + 9.0)
     bkg = estimate_background(img, stride=stride)
     assert bkg.level.shape == bkg.rms.shape == img.shape
+    if stride == 1:
+        assert background_rms(img) == bkg.global_rms
     assert np.max(np.abs(bkg.level / true_level - 1)) < 0.03
     assert np.median(np.abs(bkg.rms / true_noise - 1)) < 0.03
     q = frame_quality(img)

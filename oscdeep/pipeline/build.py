@@ -39,7 +39,7 @@ from oscdeep.pipeline.matching import match_lights
 from oscdeep.pipeline.stack_options import StackOptions
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.runtime import reuse_freed_memory, single_threaded_workers
-from oscdeep.stars import estimate_background, frame_quality
+from oscdeep.stars import background_rms, frame_quality
 from oscdeep.transform import Transform
 from oscdeep.types import FrameStatus
 from oscdeep.warp import warp_image
@@ -251,8 +251,7 @@ def _weight(frame: Frame, how: str) -> float:
 def background_noise(image: np.ndarray) -> list[float]:
     """Sky background noise of each channel (sep's background RMS, stars and gradients aside)."""
     planes = [image[..., c] for c in range(image.shape[-1])] if image.ndim == 3 else [image]
-    return [float(estimate_background(np.ascontiguousarray(p, dtype=np.float32)).global_rms)
-            for p in planes]
+    return [background_rms(p) for p in planes]
 
 
 def result_stars(image: np.ndarray) -> dict[str, Any]:
