@@ -94,3 +94,48 @@ def test_an_interrupted_parent_stops_the_child(library: Library, tmp_path: Path)
     child = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running
         os.kill(child, 0)
+
+
+def _waits(library: Library, *, progress, pid_file: Path) -> None:
+    pid_file.write_text(str(os.getpid()))
+    time.sleep(30)
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="parent-death signal is Linux's")
+def test_a_killed_parent_leaves_no_orphan(library: Library, tmp_path: Path) -> None:
+    """SIGKILL of the process that forked the step kills the step too (prctl PDEATHSIG)."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from oscdeep.db.engine import open_library\n"
+        "from oscdeep.pipeline.forked import step_in_child\n"
+        "from oscdeep.progress import NullProgress\n"
+        "from tests.test_forked import _waits\n"
+        f"lib = open_library({str(tmp_path / 'p.db')!r})\n"
+        f"with step_in_child(_waits, lib, progress=NullProgress(), pid_file=Path({str(pid_file)!r})):\n"
+        "    time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break  # dead, waiting to be reaped by init
+        time.sleep(0.02)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the step outlived its killed parent")

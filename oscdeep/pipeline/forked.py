@@ -9,8 +9,11 @@ through a pipe; a step that fails comes back as the same one-line error.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -20,6 +23,9 @@ from typing import Any
 from oscdeep.db.engine import Library
 from oscdeep.errors import OscdeepError
 from oscdeep.progress import Progress
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class Pending:
@@ -58,9 +64,23 @@ class _PipeProgress:
         self._conn.send(("end",))
 
 
-def _child(conn: Any, library: Library, step: Callable[..., Any], kwargs: dict[str, Any]
-           ) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies, even by SIGKILL, so a
+    killed run leaves no orphan writing to the library while the next run starts."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(conn: Any, library: Library, step: Callable[..., Any], kwargs: dict[str, Any],
+           parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the child
+    if sys.platform.startswith("linux"):
+        _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
     library.engine.dispose(close=False)
     try:
         value = step(library, progress=_PipeProgress(conn), **kwargs)
@@ -118,7 +138,8 @@ def step_in_child(step: Callable[..., Any], library: Library, *, progress: Progr
         return
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, library, step, kwargs), daemon=True)
+    child = ctx.Process(target=_child, args=(send, library, step, kwargs, os.getpid()),
+                        daemon=True)
     child.start()
     send.close()
     relay = threading.Thread(target=_relay, args=(receive, progress, pending), daemon=True)
