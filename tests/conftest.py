@@ -129,3 +129,19 @@ def prepare_night(root: Path, config, *, workers: int = 1, register: bool = Fals
     if register:
         register_frames(library, ids)
     return library, ids, analysis
+
+
+class RecordingProgress:
+    """A progress observer that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def begin(self, description: str, total: int | None = None) -> None:
+        self.events.append(("begin", description, total))
+
+    def advance(self, step: int = 1) -> None:
+        self.events.append(("advance", step))
+
+    def end(self) -> None:
+        self.events.append(("end",))

@@ -16,19 +16,7 @@ from oscdeep.errors import NotFoundError, OscdeepError
 from oscdeep.pipeline import forked
 from oscdeep.pipeline.forked import step_in_child
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def begin(self, description: str, total: int | None = None) -> None:
-        self.calls.append(("begin", description, total))
-
-    def advance(self, step: int = 1) -> None:
-        self.calls.append(("advance", step))
-
-    def end(self) -> None:
-        self.calls.append(("end",))
+from .conftest import RecordingProgress
 
 
 def _add_targets(library: Library, *, progress, names: list[str]) -> dict:
@@ -56,23 +44,23 @@ def library(tmp_path: Path) -> Library:
 def test_result_progress_and_writes_come_back(library: Library, monkeypatch, fork: bool) -> None:
     if not fork:
         monkeypatch.setattr(forked, "fork_available", lambda: False)
-    progress = Recorder()
+    progress = RecordingProgress()
     with step_in_child(_add_targets, library, progress=progress, names=["M 31", "M 42"]) as got:
         busy = sum(range(100_000))  # the parent's own work meanwhile
     result = got.result()
     assert busy > 0 and result["added"] == 2
     assert (result["pid"] != os.getpid()) is fork
-    assert progress.calls == [("begin", "adding", 2), ("advance", 1), ("advance", 1), ("end",)]
+    assert progress.events == [("begin", "adding", 2), ("advance", 1), ("advance", 1), ("end",)]
     with library.session() as orm:  # the child's commit, seen through the parent's engine
         assert orm.scalar(select(func.count()).select_from(Target)) == 2
 
 
 def test_errors_come_back_as_one_line_or_with_the_traceback(library: Library) -> None:
-    with step_in_child(_fails, library, progress=Recorder(), kind="oscdeep") as got:
+    with step_in_child(_fails, library, progress=RecordingProgress(), kind="oscdeep") as got:
         pass
     with pytest.raises(OscdeepError, match="no stack named 'x'"):
         got.result()
-    with step_in_child(_fails, library, progress=Recorder(), kind="bug") as got:
+    with step_in_child(_fails, library, progress=RecordingProgress(), kind="bug") as got:
         pass
     with pytest.raises(RuntimeError, match="ZeroDivisionError: a bug"):
         got.result()
@@ -86,7 +74,7 @@ def _sleeps(library: Library, *, progress, pid_file: Path) -> None:
 def test_an_interrupted_parent_stops_the_child(library: Library, tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     with pytest.raises(KeyboardInterrupt):
-        with step_in_child(_sleeps, library, progress=Recorder(), pid_file=pid_file):
+        with step_in_child(_sleeps, library, progress=RecordingProgress(), pid_file=pid_file):
             deadline = time.monotonic() + 20
             while not pid_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -30,7 +30,10 @@ from oscdeep.integrate import (
 )
 from oscdeep.io.fits import read_fits_image, write_fits_image
 from oscdeep.rejection import RejectionParams
+
 from tests.test_rejection import reference
+
+from .conftest import RecordingProgress
 
 METHODS = ["none", "percentile", "sigma", "winsorized", "linear", "median"]
 
@@ -54,20 +57,6 @@ def noisy_frames(n: int, shape: tuple[int, ...], seed: int) -> list[np.ndarray]:
     return frames
 
 
-class Recorder:
-    """A progress observer that remembers what it was told."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def begin(self, description: str, total: int | None = None) -> None:
-        self.events.append(("begin", description, total))
-
-    def advance(self, step: int = 1) -> None:
-        self.events.append(("advance", step))
-
-    def end(self) -> None:
-        self.events.append(("end",))
 
 
 @pytest.mark.parametrize("rows", [1, 7, 13])
@@ -386,7 +375,7 @@ def test_budget_sets_band_height() -> None:
 
 def test_progress_reports_every_band() -> None:
     frames = noisy_frames(4, (30, 10), seed=1)
-    rec = Recorder()
+    rec = RecordingProgress()
     combine([ArraySource(f) for f in frames], progress=rec,
             options=CombineOptions(band_rows=8, normalization="additive"))
     begins = [e for e in rec.events if e[0] == "begin"]
