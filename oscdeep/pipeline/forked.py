@@ -24,8 +24,7 @@ from oscdeep.db.engine import Library
 from oscdeep.errors import OscdeepError
 from oscdeep.progress import Progress
 
-
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies
 
 
 class Pending:
@@ -119,6 +118,7 @@ def _relay(conn: Any, progress: Progress, pending: Pending) -> None:
 
 
 def fork_available() -> bool:
+    """Whether this platform can fork (Linux and other Unixes; not Windows)."""
     return "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -151,6 +151,7 @@ def step_in_child(step: Callable[..., Any], library: Library, *, progress: Progr
     except BaseException:
         child.terminate()
         child.join()
+        relay.join(timeout=5)  # the closed pipe ends it
         raise
     finally:
         receive.close()
