@@ -91,6 +91,11 @@ def test_run_does_everything_then_only_what_is_missing(cli, night_dir: Path, tmp
     rebuilt = cli("stack", "rebuild", stacks[0]["name"], "--select", "fwhm:..3.5", "--name",
                   "sharp", "--json").json()
     assert rebuilt["warped"] == 0 and rebuilt["frames"] <= shown["n_frames"]
+    vng = cli("stack", "build", "--target", "M42", "--debayer", "vng", "--interp", "bilinear",
+              "--name", "quiet", "--json").json()
+    assert vng["warped"] == shown["n_frames"]  # other options: warped anew, not from the cache
+    options = cli("stack", "show", "quiet", "--json").json()["options"]
+    assert options["debayer"] == "vng" and options["interpolation"] == "bilinear"
 
 
 @pytest.mark.parametrize("delay", [1.5, 4.0])

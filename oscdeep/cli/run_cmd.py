@@ -26,7 +26,8 @@ from oscdeep.cli.stack import integration_options
 @pass_app
 def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: str,
         name: str | None, method: str, low: float, high: float, norm: str, weight: str,
-        interp: str, picture: str | None, no_picture: bool, **finishing: Any) -> None:
+        interp: str, debayer: str, picture: str | None, no_picture: bool,
+        **finishing: Any) -> None:
     """Ingest PATHS, build masters, measure, reject outliers, register, stack and finish the
     picture, in one go.
 
@@ -41,7 +42,7 @@ def run(app: AppContext, paths: tuple[Path, ...], target: str | None, output: st
     report = run_pipeline(app.library(), list(paths), output=output, target=target, name=name,
                           stack_options=StackOptions(rejection=method, low=low, high=high,
                                                      normalization=norm, weighting=weight,
-                                                     interpolation=interp),
+                                                     interpolation=interp, debayer=debayer),
                           finish=finish, picture=picture, progress=RichProgress())
     print_run_summary(report)
 
