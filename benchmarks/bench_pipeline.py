@@ -28,7 +28,7 @@ an untimed oscdeep run first fills the numba cache.
 Then: a re-stack of the last "all frames" library with another selection (`--select
 'fwhm:..X'`, X = median FWHM: warped frames come from the cache) against its first `stack
 build`; the results' background noise and star FWHM, scored the same way for both (see
-`score`); and
+`score`); the same frames stacked with `--debayer vng --interp bilinear`, timed and scored; and
 optionally (--big-night N) the peak memory of `oscdeep run` on an N-light 1600x1200 night.
 
     python benchmarks/bench_pipeline.py [--workdir /tmp/bench-pipeline] [--runs 3]
@@ -169,6 +169,26 @@ def restack(run_dir: Path, numba_cache: Path) -> tuple[float, Measured, dict]:
                       f"fwhm:..{x}", "--weight", "none", "-o", str(run_dir / "restack.fits"),
                       "--json"], run_dir / "restack.log", _env(numba_cache))
     return x, m, json.loads(m.text)
+
+
+def quiet_stack(run_dir: Path, numba_cache: Path, label: str, first: Run,
+                siril_result: Path | None) -> None:
+    """The same frames stacked with `--debayer vng --interp bilinear` (equal weights): its
+    time against the default stack build of the same library, and its noise and sharpness
+    scored against Siril's result."""
+    out = run_dir / "quiet.fits"
+    m = run_measured([*OSCDEEP, "--db", str(run_dir / "lib.db"), "stack", "build", "--target",
+                      TARGET, "--debayer", "vng", "--interp", "bilinear", "--weight", "none",
+                      "-o", str(out), "--json"], run_dir / "quiet.log", _env(numba_cache))
+    own = float(json.loads(m.text)["seconds"])
+    print(f"\n--debayer vng --interp bilinear ({label}, all frames, equal weights): stack build "
+          f"{m.wall:.2f} s against {first.steps['stack']:.2f} s with the defaults (inside the "
+          f"command {own:.2f} s against {first.stack_seconds:.2f} s)", flush=True)
+    if siril_result is not None:
+        try:
+            print_score(f"{label}, vng + bilinear warp vs Siril", score(out, siril_result))
+        except Exception as exc:  # noqa: BLE001 - scoring must not lose the timings
+            print(f"scoring the vng stack failed: {exc!r}")
 
 
 # ---------------------------------------------------------------- Siril
@@ -458,6 +478,7 @@ def main() -> None:
               f"{first_own:.2f} s, {own / first_own:.2f}x), {rep.get('frames')} frames, "
               f"{rep.get('warped')} warped, {rep.get('cached')} from the cache, PSS tree "
               f"{m.tree_mib:.0f} MiB, other processes {m.other_cpu:.1f} CPU-s", flush=True)
+        quiet_stack(cmd_dir, numba_cache, label, first_run, last["Siril"][-1].output)
 
     if args.big_night:
         night = make_night(args.workdir, args.big_night, 1600, 1200, 23)
