@@ -118,8 +118,9 @@ def _relay(conn: Any, progress: Progress, pending: Pending) -> None:
 
 
 def fork_available() -> bool:
-    """Whether this platform can fork (Linux and other Unixes; not Windows)."""
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether the step is forked: on Linux. (macOS can fork, but forking a process that has
+    loaded its system frameworks is unsafe there, which is why Python spawns by default.)"""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 @contextmanager
