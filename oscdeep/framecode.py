@@ -18,7 +18,7 @@ import warnings
 import numba
 import numpy as np
 
-__all__ = ["CODE_MAX", "encode", "decode_into"]
+__all__ = ["CODE_MAX", "encode", "decode_into", "warm_up"]
 
 CODE_MAX = 65534.0
 """Codes 1..65535 hold values; 0 means no data."""
@@ -73,3 +73,10 @@ def decode_into(codes: np.ndarray, out: np.ndarray, lo: float, span: float) -> N
     if out.size != codes.size or not out.flags.c_contiguous or not codes.flags.c_contiguous:
         raise ValueError("codes and out must be contiguous arrays of one size")
     _decode(codes.reshape(-1), out.reshape(-1), float(lo), float(span))
+
+
+def warm_up() -> None:
+    """Load the coding kernels now (numba's cache; a process's first numba call also
+    initialises numba), e.g. before forking workers that will inherit them."""
+    codes, lo, span = encode(np.zeros((2, 2), np.float32))
+    decode_into(codes, np.empty((2, 2), np.float32), lo, span)

@@ -335,8 +335,8 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     todo = [t for t in tasks if not _is_cached(t.cache_path)]
     report.cached = len(tasks) - len(todo)
     failed: dict[int, str] = {}
-    if todo:  # numba's kernels loaded here are inherited by the forked workers
-        framecode.encode(np.zeros((2, 2), np.float32))
+    if todo:
+        framecode.warm_up()
     progress.begin("Calibrating and warping lights", len(todo))
     try:
         workers = max(1, min(options.workers or os.cpu_count() or 1, len(todo) or 1))
