@@ -116,6 +116,8 @@ def write_fits_image(
     cameras write). Rows are stored in ``row_order`` ('TOP-DOWN' or 'BOTTOM-UP', written to
     ROWORDER); a caller writing BOTTOM-UP mosaics gives BAYERPAT for the stored order.
     ``extensions`` adds named 2-D image HDUs after the primary one (e.g. coverage maps).
+    A float32 ``image`` is handed to astropy as it is, which byteswaps it in place while
+    writing and swaps it back: another thread must not read it meanwhile (pass a copy).
     """
     path = Path(path)
     if row_order not in ("TOP-DOWN", "BOTTOM-UP"):
