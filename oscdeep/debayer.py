@@ -44,9 +44,9 @@ their neighbours' interpolation), and the output pixel at each of them is NaN in
 channels. For ``superpixel`` each channel is NaN where its site is missing, and green is the
 valid one of the two greens when only one is missing.
 
-Speed, ms per 3000x2000 float32 frame on the 2-core development machine (busy, so ranges):
-bilinear 45-90, ea 45-80, vng 160-330 (numba; first call ever compiles for ~2 s, then cached),
-superpixel ~12, cfa_luminance 5-8. NaN pixels add ~60-100 ms for the filling.
+Speed, CPU ms per 3000x2000 float32 frame on the 2-core development machine (busy, so
+ranges): bilinear 45-90, ea 45-80, vng 55-70 (numba, SIMD; first call ever compiles for a few
+seconds, then cached), superpixel ~12, cfa_luminance 5-8. NaN pixels add ~60-100 ms for the filling.
 """
 
 from __future__ import annotations
@@ -165,35 +165,32 @@ def _opencv_demosaic(m: np.ndarray, pattern: str, suffix: str) -> np.ndarray:
 # (cardinal). Diagonal: the first two terms, plus for a red/blue centre half the four
 # green-green pairs one diagonal step apart beside them, and for a green centre the two
 # same-colour pairs two diagonal steps apart beside them. Every direction totals weight 4.
-# All of these are absolute differences of pixel pairs 2 apart (vertical, horizontal or
-# diagonal) or 1 diagonal step apart, so those six difference images are computed once,
-# vectorised, and each gradient is a handful of look-ups (the layout OpenCV's VNG uses too).
+#
+# Layout for speed: each band of padded rows is split by column parity into contiguous planes,
+# so that along a mosaic row every other pixel (one site type: R, B or one of the greens) is
+# one unit-stride loop with no branch, which LLVM turns into SIMD code (8 pixels at a time
+# with AVX2). Numba's ``error_model="numpy"`` matters: under Python's model a float division
+# may raise ZeroDivisionError, and that check alone keeps the loop scalar (4-7x slower). The
+# divisor here is never 0: the direction of the smallest gradient is always kept.
 
-_VNG_BAND = 128  # output rows per band: ~10 MB of difference images per thread
-
-
-def _vng_differences(p: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(vs, hs, a2, d2, a1, d1) of padded mosaic rows ``p``, indexed by the top-left corner
-    of each pixel pair: vs/hs are vertical/horizontal pairs 2 apart, smoothed across by
-    [1/2, 1, 1/2]; a2/d2 anti-/main-diagonal pairs 2 apart, a1/d1 one diagonal step apart."""
-    v2 = cv2.absdiff(p[:-2], p[2:])
-    h2 = cv2.absdiff(p[:, :-2], p[:, 2:])
-    across = np.array([[0.5, 1.0, 0.5]], dtype=np.float32)
-    vs = cv2.filter2D(v2, -1, across, borderType=_MIRROR)
-    hs = cv2.filter2D(h2, -1, across.T, borderType=_MIRROR)
-    a2 = cv2.absdiff(p[:-2, 2:], p[2:, :-2])
-    d2 = cv2.absdiff(p[:-2, :-2], p[2:, 2:])
-    a1 = cv2.absdiff(p[:-1, 1:], p[1:, :-1])
-    d1 = cv2.absdiff(p[:-1, :-1], p[1:, 1:])
-    return vs, hs, a2, d2, a1, d1
+_VNG_BAND = 128  # output rows per band and thread
 
 
-@numba.njit(cache=True, nogil=True)
-def _vng_kernel(p: np.ndarray, vs: np.ndarray, hs: np.ndarray, a2: np.ndarray,
-                d2: np.ndarray, a1: np.ndarray, d1: np.ndarray, cell: np.ndarray, row0: int,
-                out: np.ndarray) -> None:
-    """VNG of padded rows ``p`` (2 extra rows and columns each side) into ``out`` (h, W, 3);
-    ``row0`` is the mosaic row of ``out[0]`` (for the Bayer phase).
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kept(gradient: float, threshold: float) -> float:
+    return np.float32(1.0) if gradient <= threshold else np.float32(0.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _vng_sites(c: np.ndarray, n: np.ndarray, y: int, green: bool, own: np.ndarray,
+               first: np.ndarray, second: np.ndarray) -> None:
+    """VNG of the sites of one column parity in padded row ``y``.
+
+    ``c`` holds the centres' parity, ``n`` the other parity, shifted so that for output q the
+    pixel (dy, dx) from the centre is ``c[y + dy, q + 1 + dx // 2]`` for even dx and
+    ``n[y + dy, q + (dx + 1) // 2]`` for odd dx. Writes the centre's own value, then the
+    first other colour (horizontal neighbours' for a green centre, green for red/blue) and
+    the second (vertical neighbours' for green, the diagonal colour for red/blue).
 
     Per kept direction u, each colour's estimate is the mean of its pixels in the region
     towards u (Chang et al.): the centre's colour from p0 and p(2u) (or p(u) when that is the
@@ -201,93 +198,119 @@ def _vng_kernel(p: np.ndarray, vs: np.ndarray, hs: np.ndarray, a2: np.ndarray,
     is p0 plus the mean over kept directions of (other colour - centre colour). Kept
     directions are 0/1 weights, not branches: the kept set is unpredictable on noisy data.
     """
+    half = np.float32(0.5)
+    quarter = np.float32(0.25)
+    for q in range(own.shape[0]):
+        # the 5x5 window: a<row><col> with row/col in 0..4, the centre is a22
+        a00, a01, a02, a03, a04 = c[y-2, q], n[y-2, q], c[y-2, q+1], n[y-2, q+1], c[y-2, q+2]
+        a10, a11, a12, a13, a14 = c[y-1, q], n[y-1, q], c[y-1, q+1], n[y-1, q+1], c[y-1, q+2]
+        a20, a21, a22, a23, a24 = c[y, q], n[y, q], c[y, q+1], n[y, q+1], c[y, q+2]
+        a30, a31, a32, a33, a34 = c[y+1, q], n[y+1, q], c[y+1, q+1], n[y+1, q+1], c[y+1, q+2]
+        a40, a41, a42, a43, a44 = c[y+2, q], n[y+2, q], c[y+2, q+1], n[y+2, q+1], c[y+2, q+2]
+        # vertical/horizontal pairs 2 apart, smoothed across by [1/2, 1, 1/2]
+        v_mid = half * abs(a11 - a31) + abs(a12 - a32) + half * abs(a13 - a33)
+        v_top = half * abs(a01 - a21) + abs(a02 - a22) + half * abs(a03 - a23)
+        v_bot = half * abs(a21 - a41) + abs(a22 - a42) + half * abs(a23 - a43)
+        h_mid = half * abs(a11 - a13) + abs(a21 - a23) + half * abs(a31 - a33)
+        h_right = half * abs(a12 - a14) + abs(a22 - a24) + half * abs(a32 - a34)
+        h_left = half * abs(a10 - a12) + abs(a20 - a22) + half * abs(a30 - a32)
+        gn = v_mid + v_top
+        gs = v_mid + v_bot
+        ge = h_mid + h_right
+        gw = h_mid + h_left
+        if green:
+            ne = abs(a03 - a21) + abs(a14 - a32)
+            sw = abs(a23 - a41) + abs(a12 - a30)
+            se = abs(a21 - a43) + abs(a12 - a34)
+            nw = abs(a01 - a23) + abs(a10 - a32)
+        else:
+            anti = abs(a12 - a21) + abs(a23 - a32)
+            main = abs(a21 - a32) + abs(a12 - a23)
+            ne = half * (anti + abs(a03 - a12) + abs(a14 - a23))
+            sw = half * (anti + abs(a32 - a41) + abs(a21 - a30))
+            se = half * (main + abs(a32 - a43) + abs(a23 - a34))
+            nw = half * (main + abs(a01 - a12) + abs(a10 - a21))
+        anti2 = abs(a13 - a31)
+        main2 = abs(a11 - a33)
+        gne = ne + anti2 + abs(a04 - a22)
+        gsw = sw + anti2 + abs(a22 - a40)
+        gse = se + main2 + abs(a22 - a44)
+        gnw = nw + main2 + abs(a00 - a22)
+        gmin = min(min(min(gn, gne), min(ge, gse)), min(min(gs, gsw), min(gw, gnw)))
+        gmax = max(max(max(gn, gne), max(ge, gse)), max(max(gs, gsw), max(gw, gnw)))
+        t = np.float32(1.5) * gmin + half * (gmax - gmin)
+        kn, ks, ke, kw = _kept(gn, t), _kept(gs, t), _kept(ge, t), _kept(gw, t)
+        kne, kse, ksw, knw = _kept(gne, t), _kept(gse, t), _kept(gsw, t), _kept(gnw, t)
+        if green:  # first: colour of the horizontal neighbours, second: of the vertical ones
+            sc = (half * ((kn + ks + ke + kw) * a22 + kn * a02 + ks * a42 + ke * a24 + kw * a20)
+                  + kne * a13 + kse * a33 + ksw * a31 + knw * a11)
+            s1 = (ke * a23 + kw * a21
+                  + quarter * (kn * (a23 + a21 + a03 + a01) + ks * (a23 + a21 + a43 + a41))
+                  + half * (kne * (a03 + a23) + kse * (a43 + a23)
+                            + ksw * (a41 + a21) + knw * (a01 + a21)))
+            s2 = (kn * a12 + ks * a32
+                  + quarter * (ke * (a12 + a32 + a14 + a34) + kw * (a12 + a32 + a10 + a30))
+                  + half * (kne * (a14 + a12) + kse * (a34 + a32)
+                            + ksw * (a30 + a32) + knw * (a10 + a12)))
+        else:  # first: green, second: the diagonal colour
+            sc = half * ((kn + ks + ke + kw + kne + kse + ksw + knw) * a22
+                         + kn * a02 + ks * a42 + ke * a24 + kw * a20
+                         + kne * a04 + kse * a44 + ksw * a40 + knw * a00)
+            s1 = (kn * a12 + ks * a32 + ke * a23 + kw * a21
+                  + quarter * (kne * (a03 + a23 + a12 + a14) + kse * (a23 + a43 + a32 + a34)
+                               + ksw * (a21 + a41 + a32 + a30) + knw * (a01 + a21 + a12 + a10)))
+            s2 = (kne * a13 + kse * a33 + ksw * a31 + knw * a11
+                  + half * (kn * (a11 + a13) + ks * (a31 + a33)
+                            + ke * (a13 + a33) + kw * (a11 + a31)))
+        inv = np.float32(1.0) / (kn + ks + ke + kw + kne + kse + ksw + knw)
+        own[q] = a22
+        first[q] = a22 + (s1 - sc) * inv
+        second[q] = a22 + (s2 - sc) * inv
+
+
+@numba.njit(cache=True, nogil=True)
+def _vng_band(even: np.ndarray, odd: np.ndarray, even_next: np.ndarray, cell: np.ndarray,
+              row0: int, out: np.ndarray) -> None:
+    """VNG of padded rows (2 extra each side) split into their even columns, odd columns and
+    even columns from the second on, into ``out`` (h, W, 3); ``row0`` is the mosaic row of
+    ``out[0]`` (for the Bayer phase)."""
     h, w = out.shape[0], out.shape[1]
+    n = (w + 1) // 2
+    values = np.empty((3, n), dtype=np.float32)
     for i in range(h):
         y = i + 2
-        for j in range(w):
-            x = j + 2
-            c0 = cell[(row0 + i) & 1, j & 1]
-            green = c0 == 1
-            if green:
-                ne = a2[y - 2, x - 1] + a2[y - 1, x]
-                sw = a2[y, x - 1] + a2[y - 1, x - 2]
-                se = d2[y, x - 1] + d2[y - 1, x]
-                nw = d2[y - 2, x - 1] + d2[y - 1, x - 2]
+        r = (row0 + i) & 1
+        for par in range(2):
+            colour = cell[r, par]
+            if par == 0:  # padded column 2q + 2 is even[q + 1]
+                _vng_sites(even, odd, y, colour == 1, values[0], values[1], values[2])
             else:
-                ne = 0.5 * (a1[y - 1, x - 1] + a1[y, x] + a1[y - 2, x] + a1[y - 1, x + 1])
-                sw = 0.5 * (a1[y, x] + a1[y - 1, x - 1] + a1[y + 1, x - 1] + a1[y, x - 2])
-                se = 0.5 * (d1[y, x - 1] + d1[y - 1, x] + d1[y + 1, x] + d1[y, x + 1])
-                nw = 0.5 * (d1[y - 1, x] + d1[y, x - 1] + d1[y - 2, x - 1] + d1[y - 1, x - 2])
-            gn = vs[y - 1, x] + vs[y - 2, x]
-            gs = vs[y - 1, x] + vs[y, x]
-            ge = hs[y, x - 1] + hs[y, x]
-            gw = hs[y, x - 1] + hs[y, x - 2]
-            gne = ne + a2[y - 1, x - 1] + a2[y - 2, x]
-            gsw = sw + a2[y - 1, x - 1] + a2[y, x - 2]
-            gse = se + d2[y - 1, x - 1] + d2[y, x]
-            gnw = nw + d2[y - 1, x - 1] + d2[y - 2, x - 2]
-            gmin = min(gn, gne, ge, gse, gs, gsw, gw, gnw)
-            gmax = max(gn, gne, ge, gse, gs, gsw, gw, gnw)
-            t = 1.5 * gmin + 0.5 * (gmax - gmin)
-            kn = 1.0 if gn <= t else 0.0
-            ks = 1.0 if gs <= t else 0.0
-            ke = 1.0 if ge <= t else 0.0
-            kw = 1.0 if gw <= t else 0.0
-            kne = 1.0 if gne <= t else 0.0
-            kse = 1.0 if gse <= t else 0.0
-            ksw = 1.0 if gsw <= t else 0.0
-            knw = 1.0 if gnw <= t else 0.0
-            # the 5x5 neighbourhood: n/s/e/w steps, "2" = two steps
-            v0 = p[y, x]
-            pn, ps, pe, pw = p[y - 1, x], p[y + 1, x], p[y, x + 1], p[y, x - 1]
-            pne, pse, psw, pnw = p[y - 1, x + 1], p[y + 1, x + 1], p[y + 1, x - 1], p[y - 1, x - 1]
-            pn2, ps2, pe2, pw2 = p[y - 2, x], p[y + 2, x], p[y, x + 2], p[y, x - 2]
-            pn2e, pn2w = p[y - 2, x + 1], p[y - 2, x - 1]
-            ps2e, ps2w = p[y + 2, x + 1], p[y + 2, x - 1]
-            pe2n, pe2s = p[y - 1, x + 2], p[y + 1, x + 2]
-            pw2n, pw2s = p[y - 1, x - 2], p[y + 1, x - 2]
-            if green:  # a: colour of the horizontal neighbours, b: of the vertical ones
-                ca, cb = cell[(row0 + i) & 1, (j + 1) & 1], cell[(row0 + i + 1) & 1, j & 1]
-                sc = (0.5 * ((kn + ks + ke + kw) * v0 + kn * pn2 + ks * ps2 + ke * pe2 + kw * pw2)
-                      + kne * pne + kse * pse + ksw * psw + knw * pnw)
-                sa = (ke * pe + kw * pw
-                      + 0.25 * (kn * (pe + pw + pn2e + pn2w) + ks * (pe + pw + ps2e + ps2w))
-                      + 0.5 * (kne * (pn2e + pe) + kse * (ps2e + pe)
-                               + ksw * (ps2w + pw) + knw * (pn2w + pw)))
-                sb = (kn * pn + ks * ps
-                      + 0.25 * (ke * (pn + ps + pe2n + pe2s) + kw * (pn + ps + pw2n + pw2s))
-                      + 0.5 * (kne * (pe2n + pn) + kse * (pe2s + ps)
-                               + ksw * (pw2s + ps) + knw * (pw2n + pn)))
-            else:  # a: green, b: the diagonal colour
-                ca, cb = 1, 2 - c0
-                sc = 0.5 * ((kn + ks + ke + kw + kne + kse + ksw + knw) * v0
-                            + kn * pn2 + ks * ps2 + ke * pe2 + kw * pw2
-                            + kne * p[y - 2, x + 2] + kse * p[y + 2, x + 2]
-                            + ksw * p[y + 2, x - 2] + knw * p[y - 2, x - 2])
-                sa = (kn * pn + ks * ps + ke * pe + kw * pw
-                      + 0.25 * (kne * (pn2e + pe + pn + pe2n) + kse * (pe + ps2e + ps + pe2s)
-                                + ksw * (pw + ps2w + ps + pw2s) + knw * (pn2w + pw + pn + pw2n)))
-                sb = (kne * pne + kse * pse + ksw * psw + knw * pnw
-                      + 0.5 * (kn * (pnw + pne) + ks * (psw + pse)
-                               + ke * (pne + pse) + kw * (pnw + psw)))
-            n = kn + ks + ke + kw + kne + kse + ksw + knw
-            out[i, j, c0] = v0
-            out[i, j, ca] = v0 + (sa - sc) / n
-            out[i, j, cb] = v0 + (sb - sc) / n
+                _vng_sites(odd, even_next, y, colour == 1, values[0], values[1], values[2])
+            if colour == 1:
+                first, second = cell[r, 1 - par], cell[1 - r, par]
+            else:
+                first, second = 1, 2 - colour
+            for q in range((w - par + 1) // 2):
+                x = 2 * q + par
+                out[i, x, colour] = values[0, q]
+                out[i, x, first] = values[1, q]
+                out[i, x, second] = values[2, q]
 
 
 def _vng(m: np.ndarray, pattern: str) -> np.ndarray:
-    """VNG over row bands, in parallel threads (the kernel and OpenCV release the GIL)."""
+    """VNG over row bands, in parallel threads (the kernels release the GIL)."""
     cell = np.array([c for _, _, c in cfa_sites(pattern)], dtype=np.int64).reshape(2, 2)
-    padded = cv2.copyMakeBorder(m, _PAD, _PAD, _PAD, _PAD, _MIRROR)
-    out = np.empty((*m.shape, 3), dtype=np.float32)
+    h, w = m.shape
+    # an even padded width, so that both column parities have the same length
+    padded = cv2.copyMakeBorder(m, _PAD, _PAD, _PAD, _PAD + (w & 1), _MIRROR)
+    out = np.empty((h, w, 3), dtype=np.float32)
 
     def band(y0: int) -> None:
-        y1 = min(y0 + _VNG_BAND, m.shape[0])
-        rows = padded[y0: y1 + 2 * _PAD]
-        _vng_kernel(rows, *_vng_differences(rows), cell, y0, out[y0:y1])
+        rows = padded[y0: min(y0 + _VNG_BAND, h) + 2 * _PAD]
+        _vng_band(np.ascontiguousarray(rows[:, 0::2]), np.ascontiguousarray(rows[:, 1::2]),
+                  np.ascontiguousarray(rows[:, 2::2]), cell, y0, out[y0: y0 + _VNG_BAND])
 
-    starts = range(0, m.shape[0], _VNG_BAND)
+    starts = range(0, h, _VNG_BAND)
     workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)
     if workers <= 1:
