@@ -51,7 +51,6 @@ seconds, then cached), superpixel ~12, cfa_luminance 5-8. NaN pixels add ~60-100
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
@@ -63,7 +62,7 @@ from oscdeep.cfa import cfa_sites, check_pattern, site_planes
 from oscdeep.errors import ConfigError
 from oscdeep.types import BAYER_PATTERNS, accept_aliases, choice
 
-__all__ = ["DemosaicMethod", "debayer", "cfa_luminance", "luminance", "normalize_pattern"]
+__all__ = ["DemosaicMethod", "debayer", "cfa_luminance", "luminance", "normalize_pattern", "warm_up"]
 
 _U16_MAX = 65535.0
 _PAD = 2  # even, so the padded mosaic keeps the Bayer phase
@@ -298,7 +297,8 @@ def _vng_band(even: np.ndarray, odd: np.ndarray, even_next: np.ndarray, cell: np
 
 
 def _vng(m: np.ndarray, pattern: str) -> np.ndarray:
-    """VNG over row bands, in parallel threads (the kernels release the GIL)."""
+    """VNG over row bands, in as many threads as OpenCV may use (the kernels release the GIL;
+    one inside the stacking workers, which are already one per core)."""
     cell = np.array([c for _, _, c in cfa_sites(pattern)], dtype=np.int64).reshape(2, 2)
     h, w = m.shape
     # an even padded width, so that both column parities have the same length
@@ -311,8 +311,7 @@ def _vng(m: np.ndarray, pattern: str) -> np.ndarray:
                   np.ascontiguousarray(rows[:, 2::2]), cell, y0, out[y0: y0 + _VNG_BAND])
 
     starts = range(0, h, _VNG_BAND)
-    workers = min(len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                  else os.cpu_count() or 1)
+    workers = min(len(starts), cv2.getNumThreads())
     if workers <= 1:
         for y0 in starts:
             band(y0)
@@ -368,6 +367,13 @@ def debayer(mosaic: np.ndarray, pattern: str, *,
     if bad is not None:
         rgb[bad] = np.nan
     return rgb
+
+
+def warm_up(method: DemosaicMethod | str) -> None:
+    """Load ``method``'s numba kernels now (VNG only; from numba's cache, or compiled the first
+    time), e.g. before forking workers that will inherit them instead of each loading them."""
+    if _method(method) is DemosaicMethod.VNG:
+        debayer(np.zeros((4, 4), np.float32), "RGGB", method=DemosaicMethod.VNG)
 
 
 LUMINANCE_KERNEL = np.array([0.25, 0.5, 0.25], dtype=np.float32)

@@ -10,6 +10,7 @@ import click
 from oscdeep.cli.app import AppContext, pass_app
 from oscdeep.cli.console import err, fmt, fmt_duration, out, print_json, table
 from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
+from oscdeep.pipeline.stack_options import StackOptions
 
 METHODS = ["winsorized", "sigma", "linear", "percentile", "none", "median"]
 NORMS = ["additive_scaling", "additive", "multiplicative", "multiplicative_scaling", "none"]
@@ -32,12 +33,12 @@ def integration_options(func: Any) -> Any:
         click.option("--weight", type=click.Choice(WEIGHTS), default="weight", show_default=True,
                      help="Frame weights: the analysis weight (SNR²), 1/noise², star count, "
                           "or none."),
-        click.option("--interp", type=click.Choice(INTERPS), default="bicubic",
+        click.option("--interp", type=click.Choice(INTERPS), default=StackOptions.interpolation,
                      show_default=True, help="Interpolation of the warp onto the reference grid."),
-        click.option("--debayer", type=click.Choice(DEBAYERS), default="bilinear",
+        click.option("--debayer", type=click.Choice(DEBAYERS), default=StackOptions.debayer,
                      show_default=True,
-                     help="Demosaicing of the lights (vng: fewer colour fringes, slower; with "
-                          "--interp bilinear the quietest background at the same star size)."),
+                     help="Demosaicing of the lights (vng: fewest colour fringes and, with the "
+                          "bilinear warp, the quietest background at the same star size)."),
     ]
     for option in reversed(options):
         func = option(func)

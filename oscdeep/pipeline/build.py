@@ -28,6 +28,7 @@ from oscdeep.db import catalog
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Registration, Stack, StackFrame, Target, utcnow
 from oscdeep.debayer import debayer, luminance
+from oscdeep.debayer import warm_up as warm_up_debayer
 from oscdeep.errors import OscdeepError
 # Imported here, not in the worker: pool processes are forked and inherit these modules.
 from oscdeep.integrate import ArraySource, CombineOptions, NpySource, combine, frame_location_scale
@@ -337,6 +338,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     failed: dict[int, str] = {}
     if todo:
         framecode.warm_up()
+        warm_up_debayer(options.debayer)
     progress.begin("Calibrating and warping lights", len(todo))
     try:
         workers = max(1, min(options.workers or os.cpu_count() or 1, len(todo) or 1))

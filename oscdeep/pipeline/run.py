@@ -76,9 +76,11 @@ def _load_processing(options: StackOptions) -> None:
     import oscdeep.pipeline.autoreject  # noqa: F401
     import oscdeep.pipeline.build  # noqa: F401
     import oscdeep.pipeline.measure  # noqa: F401
+    from oscdeep.debayer import warm_up as warm_up_debayer
     from oscdeep.rejection import warm_up
 
     warm_up(options.rejection)
+    warm_up_debayer(options.debayer)
 
 
 def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,

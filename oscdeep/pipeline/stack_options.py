@@ -16,8 +16,8 @@ class StackOptions:
     high: float = 3.0
     normalization: str = "additive_scaling"
     weighting: str = "weight"
-    interpolation: str = "bicubic"
-    debayer: str = "bilinear"
+    interpolation: str = "bilinear"
+    debayer: str = "vng"
     drizzle: float | None = None
     pixfrac: float = 0.7
     cfa_drizzle: bool = False
