@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from oscdeep.errors import ConfigError
+from oscdeep.robust import MAD_TO_SIGMA, median_sigma
 
 __all__ = [
     "COLOR_SPECS", "REFERENCES", "ColorOptions", "ColorResult", "StarColors", "boost_saturation",
@@ -75,7 +76,6 @@ _STAR_SIGMA = 3.0  # luminance above the sky by this many sigma: star or target
 _STAR_MARGIN = 4  # px dropped around such pixels
 _MAX_SKY_SAMPLES = 400_000
 _CLIP_SIGMA = 3.0
-_MAD_TO_SIGMA = 1.4826
 _APERTURE_PER_FWHM = 1.5
 _ANNULUS_PER_FWHM = (2.5, 4.0)
 _FLAT_TOP = 0.01
@@ -215,16 +215,15 @@ def _clipped_median(values: np.ndarray, sigma: float = _CLIP_SIGMA, iters: int =
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return math.nan
-    med = float(np.median(v))
+    med, spread = median_sigma(v)
     for _ in range(iters):
-        spread = _MAD_TO_SIGMA * float(np.median(np.abs(v - med)))
         if spread == 0:
             break
         keep = np.abs(v - med) <= sigma * spread
         if keep.all():
             break
         v = v[keep]
-        med = float(np.median(v))
+        med, spread = median_sigma(v)
     return med
 
 
@@ -270,8 +269,7 @@ def estimate_sky_levels(image: np.ndarray, *, mask: np.ndarray | None = None) ->
     if not dark.any():
         dark = usable
     values = lum[dark]
-    centre = float(np.median(values))
-    spread = _MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
+    centre, spread = median_sigma(values)
     bright = (np.nan_to_num(lum, nan=-np.inf) > centre + _STAR_SIGMA * spread).astype(np.uint8)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _STAR_MARGIN + 1,) * 2)
     sky = dark & (cv2.dilate(bright, disc) == 0)
@@ -402,7 +400,7 @@ def _clipped_level(ring: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     med = _sorted_median(s, zero, np.isfinite(s).sum(axis=1))
     with np.errstate(invalid="ignore"):
         dev = np.sort(np.abs(s - med[:, None, :]), axis=1)
-        sigma = _MAD_TO_SIGMA * _sorted_median(dev, zero, np.isfinite(dev).sum(axis=1))
+        sigma = MAD_TO_SIGMA * _sorted_median(dev, zero, np.isfinite(dev).sum(axis=1))
         lo = np.sum(s < (med - _CLIP_SIGMA * sigma)[:, None, :], axis=1)
         hi = np.sum(s <= (med + _CLIP_SIGMA * sigma)[:, None, :], axis=1)
     level = _sorted_median(s, lo, hi)
@@ -410,7 +408,7 @@ def _clipped_level(ring: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     kept = (rank >= lo[:, None, :]) & (rank < hi[:, None, :])
     with np.errstate(invalid="ignore"):
         dev = np.sort(np.where(kept, np.abs(s - level[:, None, :]), np.nan), axis=1)
-        sigma = _MAD_TO_SIGMA * _sorted_median(dev, zero, hi - lo)
+        sigma = MAD_TO_SIGMA * _sorted_median(dev, zero, hi - lo)
     return level, sigma, (hi - lo)[:, 1]
 
 
@@ -423,7 +421,7 @@ def _weighted_clipped_mean(values: np.ndarray, variance: np.ndarray,
     centre = float(np.median(values))
     for _ in range(iters):
         resid = values[keep] - centre
-        scatter = (_MAD_TO_SIGMA * float(np.median(np.abs(resid)))) ** 2
+        scatter = (MAD_TO_SIGMA * float(np.median(np.abs(resid)))) ** 2
         intrinsic = max(scatter - float(np.median(variance[keep])), 0.0)
         total = np.maximum(variance + intrinsic, 1e-12)
         weights = 1.0 / total[keep]

@@ -18,9 +18,7 @@ import cv2
 import numpy as np
 
 from oscdeep.cfa import check_pattern, is_green, site_planes
-
-MAD_TO_SIGMA = 1.4826
-"""MAD times this is the standard deviation of a normal distribution."""
+from oscdeep.robust import median_sigma
 
 _MAX_SAMPLES = 1 << 20  # robust statistics use at most ~this many values per site
 
@@ -54,14 +52,9 @@ def subsample(values: np.ndarray, limit: int = _MAX_SAMPLES) -> np.ndarray:
     return values.ravel()[:: step * step]
 
 
-def median_sigma(values: np.ndarray) -> tuple[float, float]:
+def sampled_median_sigma(values: np.ndarray) -> tuple[float, float]:
     """Median and MAD-based standard deviation of (a subsample of) finite ``values``."""
-    v = subsample(values)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    med = float(np.median(v))
-    return med, float(MAD_TO_SIGMA * np.median(np.abs(v - med)))
+    return median_sigma(subsample(values))
 
 
 def _median3(plane: np.ndarray) -> np.ndarray:
@@ -110,7 +103,7 @@ def _outliers(image: np.ndarray, pattern: str | None, sigma: float, *, high: boo
                 sample = np.where(ref_sample > 0, value / ref_sample - 1.0, np.nan)
             else:
                 excess, sample = plane - ref, value - ref_sample
-            med, s = median_sigma(sample)
+            med, s = sampled_median_sigma(sample)
             s = max(s, 1e-6 * max(1.0, abs(med)))  # noiseless data: any step stands out
             out[...] = excess > max(med + sigma * s, min_excess) if high else \
                 excess < min(med - sigma * s, -min_excess)

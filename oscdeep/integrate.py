@@ -30,6 +30,7 @@ import numpy as np
 from oscdeep.errors import ConfigError, FrameReadError
 from oscdeep.framecode import decode_into
 from oscdeep.progress import NullProgress, Progress
+from oscdeep.robust import median_sigma
 from oscdeep.types import accept_aliases
 from oscdeep.rejection import (
     MAX_FRAMES,
@@ -55,9 +56,6 @@ __all__ = [
     "normalization_coefficients",
     "parse_memory_size",
 ]
-
-MAD_TO_SIGMA = 1.4826
-"""MAD times this is the standard deviation of a normal distribution."""
 
 DEFAULT_MEMORY_FRACTION = 0.5
 """Default budget: this fraction of the memory the kernel reports as available."""
@@ -544,12 +542,7 @@ def frame_location_scale(source: FrameSource) -> tuple[np.ndarray, np.ndarray]:
     locations = np.full(channels, np.nan)
     scales = np.full(channels, np.nan)
     for c in range(channels):
-        values = sample[:, c]
-        values = values[np.isfinite(values)]
-        if values.size:
-            loc = float(np.median(values))
-            locations[c] = loc
-            scales[c] = MAD_TO_SIGMA * float(np.median(np.abs(values - np.float32(loc))))
+        locations[c], scales[c] = median_sigma(sample[:, c])
     return locations, scales
 
 

@@ -68,6 +68,7 @@ from oscdeep.psf import (
     ring_radius,
     windowed_measure,
 )
+from oscdeep.robust import median_sigma
 
 __all__ = [
     "COLUMNS", "FLAG_CROWDED", "FLAG_FITTED", "FLAG_MASKED", "REJECTION_REASONS", "Background",
@@ -844,5 +845,5 @@ def _sky_noise(prep: _Prepared, cat: StarCatalog) -> float:
     values = sample[(mask == 0) & np.isfinite(sample)]
     if values.size < 100:
         return prep.background.global_rms
-    mad = float(np.median(np.abs(values - np.median(values)))) * 1.4826
-    return mad if mad > 0 else prep.background.global_rms
+    sigma = median_sigma(values)[1]
+    return sigma if sigma > 0 else prep.background.global_rms

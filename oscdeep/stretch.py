@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from oscdeep.errors import ConfigError
+from oscdeep.robust import median_sigma
 
 STRETCH_METHODS = ("ghs", "mtf")
 STRETCH_MODES = ("luminance", "linked")
@@ -43,7 +44,6 @@ GHS_DEFAULT_HP = 0.97  # linear (protected) above this, so star cores keep some 
 GHS_LP_SIGMAS = 1.0  # shadow protection this many sky sigmas below SP: noise below sky not crushed
 GHS_MAX_D = 30.0  # upper end of the search for ln(D + 1)
 SHADOWS_SIGMAS = 2.8  # black point = sky - 2.8 sigma, as the STF defaults
-MAD_TO_SIGMA = 1.4826
 _STATS_SAMPLES = 500_000
 _CHUNK = 1 << 20
 
@@ -272,16 +272,14 @@ def _sky_stats(x: np.ndarray) -> tuple[float, float]:
         v = v[np.isfinite(v)]
         if v.size == 0:
             continue
-        med = float(np.median(v))
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(v - med)))
+        med, sigma = median_sigma(v)
         for _ in range(4):
             if sigma <= 0.0:
                 break
             kept = v[np.abs(v - med) <= 3.0 * sigma]
             if kept.size < 16:
                 break
-            med = float(np.median(kept))
-            sigma = MAD_TO_SIGMA * float(np.median(np.abs(kept - med)))
+            med, sigma = median_sigma(kept)
         skies.append(med)
         sigmas.append(sigma)
     if not skies:

@@ -467,3 +467,19 @@ def test_robust_stats_per_site_and_mono() -> None:
     np.testing.assert_allclose(sigma, 5.0, rtol=0.05)
     m, s = robust_stats(rng.normal(7, 2, (3000, 2000)).astype(np.float32))  # subsampled
     assert m == pytest.approx(7, abs=0.02) and s == pytest.approx(2, rel=0.02)
+
+
+def test_robust_median_and_sigma_match_numpy() -> None:
+    """The partial-sort median equals np.median for odd and even counts, and the MAD sigma
+    of a normal sample is its standard deviation; NaN is skipped, not propagated."""
+    from oscdeep.robust import median, median_sigma
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 10, 100_001, 100_000):
+        v = rng.normal(5.0, 2.0, n).astype(np.float32)
+        assert median(v) == pytest.approx(float(np.median(v)), rel=1e-7)
+    v = rng.normal(5.0, 2.0, 400_000).astype(np.float32)
+    v[::1000] = np.nan
+    med, sigma = median_sigma(v)
+    assert med == pytest.approx(5.0, abs=0.02) and sigma == pytest.approx(2.0, rel=0.01)
+    assert np.isnan(median_sigma(np.full(5, np.nan))[0])

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-MAD_TO_SIGMA = 1.4826
+from oscdeep.robust import MAD_TO_SIGMA
 
 
 @dataclass(frozen=True)
