@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
+import numba
 import numpy as np
 import sep
 from scipy.spatial import cKDTree
@@ -73,7 +74,7 @@ from oscdeep.robust import median_sigma
 __all__ = [
     "COLUMNS", "FLAG_CROWDED", "FLAG_FITTED", "FLAG_MASKED", "REJECTION_REASONS", "Background",
     "FrameQuality", "StarCatalog", "background_rms", "detect_stars", "estimate_background",
-    "frame_quality", "measure_stars",
+    "frame_quality", "measure_stars", "warm_up",
 ]
 
 COLUMNS: tuple[str, ...] = ("x", "y", "flux", "peak", "background", "fwhm", "roundness",
@@ -95,7 +96,6 @@ REJECTION_REASONS = ("saturated", "halo", "hot", "trail", "extended", "edge")
 _MAGIC = b"OSCSTAR1"
 _SAMPLED_PIXELS = 1_000_000  # frames this large are sampled for background and noise
 _GAIN_CROP = 640  # px, central square where the filtered-noise gain is measured
-_BLOCK_3X3 = np.ones((3, 3), np.uint8)
 _NOISE_SAMPLE = 250_000  # pixels the sky noise is measured on
 _FIRST_KERNEL_SIGMA = 1.0  # px, first detection pass
 _FIRST_PASS_SIZE = 1024  # px, central square searched by the first pass
@@ -372,18 +372,61 @@ def _find_peaks(filled: np.ndarray, rms: np.ndarray, valid: np.ndarray | None,
     k = _gauss_kernel(kernel_sigma)
     filt = cv2.sepFilter2D(filled, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT)
     gain = np.float32(_filtered_noise_gain(filled, filt, k, valid))
-    above = filt > rms * (gain * np.float32(threshold))
-    if valid is not None:
-        above &= valid
-    # A peak is the maximum of its 3x3 block (the block ends at the frame's edge).
-    peak = above & (filt >= cv2.dilate(filt, _BLOCK_3X3))
-    n_above = cv2.boxFilter(above.view(np.uint8), -1, (3, 3), normalize=False,
-                            borderType=cv2.BORDER_REPLICATE)
-    peak &= n_above >= min(max(min_area, 1), 9)
-    ys, xs = np.nonzero(peak)
+    has_valid = valid is not None
+    ys, xs = _peak_pixels(filt, np.broadcast_to(rms, filt.shape), valid if has_valid else
+                          np.ones((1, 1), bool), has_valid, gain * np.float32(threshold),
+                          min(max(min_area, 1), 9))
     snr = filt[ys, xs] / (rms[ys, xs] * gain)
     order = np.argsort(-snr, kind="stable")
     return xs[order], ys[order], snr[order]
+
+
+@numba.njit(cache=True, nogil=True)
+def _peak_pixels(filt: np.ndarray, rms: np.ndarray, valid: np.ndarray, has_valid: bool,
+                 limit: float, min_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns), in row-major order, of the pixels above ``limit * rms`` (and valid)
+    that are the maximum of their 3x3 block (which ends at the frame's edge) and have at
+    least ``min_count`` such pixels in it (counted with the edge pixels repeated outside).
+    One pass, without the full-frame masks of the array formulation."""
+    h, w = filt.shape
+    lim = np.float32(limit)
+    cap = 1024
+    ys = np.empty(cap, np.int64)
+    xs = np.empty(cap, np.int64)
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            v = filt[y, x]
+            if not v > rms[y, x] * lim or (has_valid and not valid[y, x]):
+                continue
+            count = 0
+            top = True
+            for dy in range(-1, 2):
+                yy = y + dy
+                yc = min(max(yy, 0), h - 1)
+                for dx in range(-1, 2):
+                    xx = x + dx
+                    xc = min(max(xx, 0), w - 1)
+                    if 0 <= yy < h and 0 <= xx < w and filt[yy, xx] > v:
+                        top = False
+                    if filt[yc, xc] > rms[yc, xc] * lim and (not has_valid or valid[yc, xc]):
+                        count += 1
+            if top and count >= min_count:
+                if n == cap:
+                    cap *= 2
+                    ys = np.concatenate((ys, np.empty(cap - n, np.int64)))
+                    xs = np.concatenate((xs, np.empty(cap - n, np.int64)))
+                ys[n] = y
+                xs[n] = x
+                n += 1
+    return ys[:n], xs[:n]
+
+
+def warm_up() -> None:
+    """Load the peak finder's numba kernel now (from numba's cache, or compiled the first
+    time), e.g. before forking workers that will inherit it instead of each loading it."""
+    _peak_pixels(np.zeros((3, 3), np.float32), np.ones((3, 3), np.float32),
+                 np.ones((1, 1), bool), False, 1.0, 1)
 
 
 def _merge_close(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:

@@ -19,6 +19,7 @@ from oscdeep.db.engine import Library
 from oscdeep.debayer import LUMINANCE_KERNEL, cfa_luminance
 from oscdeep.errors import OscdeepError
 from oscdeep.stars import frame_quality
+from oscdeep.stars import warm_up as warm_up_stars
 from oscdeep.db.models import Frame, utcnow
 from oscdeep.pipeline.calibration import (
     LightJob, MasterSpec, calibrate_job, masters_for_workers, pedestal_of, record_masters)
@@ -177,6 +178,7 @@ def _run_pool(library: Library, report: AnalysisReport, tasks: list[_Task],
     # Tasks are ordered by light group, so each worker mostly reuses the masters it loaded.
     pending: set[Future[FrameOutcome]] = set()
     queue = list(reversed(tasks))
+    warm_up_stars()
     # The masters stay loaded: warping, next in a run, forks its workers with them too.
     with masters_for_workers(tasks, release=False), single_threaded_workers(), \
             ProcessPoolExecutor(max_workers=workers, initializer=reuse_freed_memory) as pool:

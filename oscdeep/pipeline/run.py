@@ -78,9 +78,11 @@ def _load_processing(options: StackOptions) -> None:
     import oscdeep.pipeline.measure  # noqa: F401
     from oscdeep.debayer import warm_up as warm_up_debayer
     from oscdeep.rejection import warm_up
+    from oscdeep.stars import warm_up as warm_up_stars
 
     warm_up(options.rejection)
     warm_up_debayer(options.debayer)
+    warm_up_stars()
 
 
 def run_pipeline(library: Library, paths: Sequence[str | os.PathLike[str]], *,
