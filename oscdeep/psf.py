@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -399,6 +400,73 @@ class Windowed:
     converged: np.ndarray
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy",
+            fastmath={"reassoc", "contract"})  # sums may be reordered; NaN stays NaN
+def _windowed_moments(image: np.ndarray, ix: np.ndarray, iy: np.ndarray, cx: np.ndarray,
+                      cy: np.ndarray, r: int, inv2s2: float, max_iter: int,
+                      active: np.ndarray, moments: np.ndarray) -> None:
+    """The windowed centroid iteration of each star, then its windowed moments.
+
+    ``cx``/``cy`` (float32 offsets from the integer centres) are updated in place; ``active``
+    is left True for stars still moving after ``max_iter``; ``moments[i]`` gets (sum w I,
+    sum w I u^2, sum w I v^2, sum w I u v). The Gaussian window is separable, so a pass takes
+    2 (2r + 1) exponentials and sums each stamp row once. Pixels outside the image or not
+    finite are left out.
+    """
+    h, w = image.shape
+    side = 2 * r + 1
+    k = np.float32(inv2s2)
+    wx = np.empty(side, np.float32)
+    wy = np.empty(side, np.float32)
+    us = np.empty(side, np.float32)
+    for i in range(ix.shape[0]):
+        x0, y0 = cx[i], cy[i]
+        c_x, c_y = x0, y0
+        b0, b1 = max(0, r - ix[i]), min(side, w - ix[i] + r)
+        a0, a1 = max(0, r - iy[i]), min(side, h - iy[i] + r)
+        for it in range(max_iter + 1):
+            for j in range(side):
+                us[j] = np.float32(j - r) - c_x
+                dv = np.float32(j - r) - c_y
+                wx[j] = np.exp(-(us[j] * us[j]) * k)
+                wy[j] = np.exp(-(dv * dv) * k)
+            s0 = su = sv = suu = svv = suv = 0.0
+            for a in range(a0, a1):
+                row = iy[i] + a - r
+                r0 = np.float32(0.0)
+                r1 = np.float32(0.0)
+                r2 = np.float32(0.0)
+                for b in range(b0, b1):
+                    val = image[row, ix[i] + b - r]
+                    t = wx[b] * val if np.isfinite(val) else np.float32(0.0)
+                    r0 += t
+                    r1 += t * us[b]
+                    r2 += t * us[b] * us[b]
+                v = np.float32(a - r) - c_y
+                s0 += wy[a] * r0
+                su += wy[a] * r1
+                sv += wy[a] * v * r0
+                suu += wy[a] * r2
+                svv += wy[a] * v * v * r0
+                suv += wy[a] * v * r1
+            if it == max_iter or not active[i]:
+                moments[i, 0], moments[i, 1], moments[i, 2], moments[i, 3] = s0, suu, svv, suv
+                break
+            sx = min(max(2.0 * su / s0, -1.0), 1.0)
+            sy = min(max(2.0 * sv / s0, -1.0), 1.0)
+            bad = not (np.isfinite(sx) and np.isfinite(sy) and s0 > 0)
+            if bad:
+                sx, sy = 0.0, 0.0
+            c_x += np.float32(sx)
+            c_y += np.float32(sy)
+            far = abs(c_x) > r - 2 or abs(c_y) > r - 2
+            if far:
+                c_x, c_y = x0, y0
+            if bad or far or math.hypot(sx, sy) < 1e-4:
+                active[i] = False  # one more pass measures the moments where it stopped
+        cx[i], cy[i] = c_x, c_y
+
+
 def windowed_measure(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, sigma: float,
                      max_iter: int = 10) -> Windowed:
     """Windowed centroids and shapes of stars near (x, y) in a background-subtracted image.
@@ -413,41 +481,15 @@ def windowed_measure(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, sigma: 
     y = np.asarray(y, dtype=np.float64)
     r = max(3, math.ceil(3.0 * sigma) + 1)
     ix, iy = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
-    data = cut_stamps(image, ix, iy, r).astype(np.float32)
-    valid = np.isfinite(data)
-    data[~valid] = 0.0
-    dxo, dyo = (d.astype(np.float32) for d in stamp_offsets(r))
     cx, cy = (x - ix).astype(np.float32), (y - iy).astype(np.float32)
-    inv2s2 = np.float32(0.5 / sigma**2)
     active = np.ones(len(x), bool)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        u = dxo[None, :] - cx[idx, None]
-        v = dyo[None, :] - cy[idx, None]
-        wi = np.exp(-(u * u + v * v) * inv2s2) * data[idx]
-        s0 = wi.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sx = np.clip(2.0 * (wi * u).sum(axis=1) / s0, -1.0, 1.0)
-            sy = np.clip(2.0 * (wi * v).sum(axis=1) / s0, -1.0, 1.0)
-        bad = ~(np.isfinite(sx) & np.isfinite(sy) & (s0 > 0))
-        sx[bad], sy[bad] = 0.0, 0.0
-        cx[idx] += sx
-        cy[idx] += sy
-        far = (np.abs(cx[idx]) > r - 2) | (np.abs(cy[idx]) > r - 2)
-        cx[idx[far]], cy[idx[far]] = (x - ix)[idx[far]], (y - iy)[idx[far]]
-        active[idx[bad | far | (np.hypot(sx, sy) < 1e-4)]] = False
+    moments = np.zeros((len(x), 4))
+    img = image if image.dtype in (np.float32, np.float64) else image.astype(np.float32)
+    _windowed_moments(img, ix, iy, cx, cy, r, 0.5 / sigma**2, max_iter, active, moments)
     converged = ~active
-    u = dxo[None, :] - cx[:, None]
-    v = dyo[None, :] - cy[:, None]
-    win = np.exp(-(u * u + v * v) * inv2s2) * valid
-    wi = (win * data).astype(np.float64)
+    s0, sum_uu, sum_vv, sum_uv = moments.T
     with np.errstate(divide="ignore", invalid="ignore"):
-        s0 = wi.sum(axis=1)
-        mxx = (wi * u * u).sum(axis=1) / s0
-        myy = (wi * v * v).sum(axis=1) / s0
-        mxy = (wi * u * v).sum(axis=1) / s0
+        mxx, myy, mxy = sum_uu / s0, sum_vv / s0, sum_uv / s0
         # Divide out the window, S = (M^-1 - I / sigma^2)^-1, then remove the pixel box.
         det = mxx * myy - mxy * mxy
         ia, ib, ic = myy / det - 1 / sigma**2, -mxy / det, mxx / det - 1 / sigma**2
