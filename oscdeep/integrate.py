@@ -29,6 +29,7 @@ import numpy as np
 
 from oscdeep.errors import ConfigError, FrameReadError
 from oscdeep.framecode import decode_into
+from oscdeep.io.fits import scale_into
 from oscdeep.progress import NullProgress, Progress
 from oscdeep.robust import median_sigma
 from oscdeep.types import accept_aliases
@@ -299,13 +300,7 @@ class FitsSource:
     def _convert(self, raw: np.ndarray, target: np.ndarray) -> None:
         if self._bottom_up:
             raw = raw[::-1]
-        np.copyto(target, raw, casting="unsafe")
-        if self._bscale != 1.0:
-            target *= np.float32(self._bscale)
-        if self._bzero != 0.0:
-            target += np.float32(self._bzero)
-        if self._blank is not None:
-            target[raw == self._blank] = np.nan
+        scale_into(raw, target, self._bscale, self._bzero, self._blank)
 
 
 class TransformSource:

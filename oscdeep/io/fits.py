@@ -40,23 +40,26 @@ def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
             warnings.simplefilter("ignore")  # malformed headers are reported, not warned about
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 idx = _image_hdu_index(hdul, path)
-                hdu = hdul[idx]
-                header = hdu.header.copy()
-                if not str(path).lower().endswith(".gz"):
-                    info = hdul.fileinfo(idx)
-                    if info is not None:
-                        need = info["datLoc"] + abs(header["BITPIX"]) // 8 * _n_pixels(header)
-                        if path.stat().st_size < need:
-                            raise FrameReadError(
-                                path,
-                                f"truncated FITS: {path.stat().st_size} bytes, "
-                                f"header announces {need}",
-                            )
+                header = hdul[idx].header.copy()
+                _check_complete(path, hdul, idx, header)
                 return header
     except FrameReadError:
         raise
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise FrameReadError(path, f"not a readable FITS file ({exc})") from exc
+
+
+def _check_complete(path: Path, hdul: fits.HDUList, idx: int, header: fits.Header) -> None:
+    """FrameReadError if the file is shorter than the data its header announces (astropy
+    would pad a truncated image silently)."""
+    if str(path).lower().endswith(".gz"):
+        return
+    info = hdul.fileinfo(idx)
+    if info is not None:
+        need = info["datLoc"] + abs(header["BITPIX"]) // 8 * _n_pixels(header)
+        size = path.stat().st_size
+        if size < need:
+            raise FrameReadError(path, f"truncated FITS: {size} bytes, header announces {need}")
 
 
 def _n_pixels(header: fits.Header) -> int:
@@ -79,18 +82,21 @@ def read_fits_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, fits.Head
     """
     path = Path(path)
     try:
-        with fits.open(path, memmap=False) as hdul:
+        # The stored values, scaled here in float32: astropy's own scaling goes through an
+        # extra full-size array (uint16 data: 4.5 against 2.4 ms per 1600x1200 frame).
+        with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
             idx = _image_hdu_index(hdul, path)
             hdu = hdul[idx]
-            data = hdu.data
             header = hdu.header.copy()
+            _check_complete(path, hdul, idx, header)
+            data = hdu.data
     except FrameReadError:
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise FrameReadError(path, f"cannot read FITS image ({exc})") from exc
     if data is None:
         raise FrameReadError(path, "FITS image HDU has no data")
-    image = np.asarray(data, dtype=np.float32)
+    image = _scaled(data, header)
     if image.ndim == 3 and image.shape[0] == 3:
         image = np.moveaxis(image, 0, -1)
     elif image.ndim != 2:
@@ -98,6 +104,28 @@ def read_fits_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, fits.Head
     if is_bottom_up(header):
         image = image[::-1]
     return np.ascontiguousarray(image), header
+
+
+def _scaled(data: np.ndarray, header: fits.Header) -> np.ndarray:
+    """Stored FITS values of an HDU as a new float32 array of physical values."""
+    blank = header.get("BLANK") if data.dtype.kind in "iu" else None
+    image = np.empty(data.shape, np.float32)
+    scale_into(data, image, float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0)),
+               None if blank is None else int(blank))
+    return image
+
+
+def scale_into(raw: np.ndarray, target: np.ndarray, bscale: float, bzero: float,
+               blank: int | None) -> None:
+    """Stored FITS values ``raw`` (any byte order) written into float32 ``target`` as physical
+    values: ``bscale * raw + bzero``, NaN where an integer image holds ``blank``."""
+    np.copyto(target, raw, casting="unsafe")
+    if bscale != 1.0:
+        target *= np.float32(bscale)
+    if bzero != 0.0:
+        target += np.float32(bzero)
+    if blank is not None:
+        target[raw == blank] = np.nan
 
 
 def write_fits_image(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from oscdeep.errors import FrameReadError
-from oscdeep.io.fits import read_fits_header, read_fits_image
+from oscdeep.io.fits import read_fits_image
 from oscdeep.io.headers import (
     check_readable_file,
     detect_format,
@@ -33,7 +33,6 @@ def read_frame(path: str | os.PathLike[str]) -> tuple[np.ndarray, FrameMeta]:
         return read_raw_mosaic(path)
     if fmt is not FileFormat.FITS:
         raise unsupported(path)
-    read_fits_header(path)  # < 1 ms; rejects truncated files that astropy would pad silently
     image, header = read_fits_image(path)
     meta = meta_from_fits_header(header, path)
     if image.ndim == 2 and image.shape != (meta.height, meta.width):
