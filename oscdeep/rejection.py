@@ -138,6 +138,9 @@ class RejectionOutput(NamedTuple):
 
 # --------------------------------------------------------------------------- kernels
 
+# The kernels use numba's numpy error model: under the Python model every float division
+# carries a ZeroDivisionError check (11 % slower on winsorized clipping; no divisor here can be
+# 0 on the paths taken, and the results are bit for bit the same).
 _SIGN32 = np.uint64(0x80000000)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -146,7 +149,7 @@ _WINSOR_GAIN = 1.134
 _LINEAR_TIE = 1.0 + 1e-9
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _median_sorted(sv, a, b):
     m = b - a
     mid = a + m // 2
@@ -155,7 +158,7 @@ def _median_sorted(sv, a, b):
     return 0.5 * (sv[mid - 1] + sv[mid])
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _range_sd(s1, s2, a, b):
     m = b - a
     total = s1[b] - s1[a]
@@ -164,7 +167,7 @@ def _range_sd(s1, s2, a, b):
     return np.sqrt(var) if var > 0.0 else 0.0
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _lower_bound(sv, a, b, x):
     """First index in [a, b) whose value is >= x (b if none)."""
     while a < b:
@@ -176,7 +179,7 @@ def _lower_bound(sv, a, b, x):
     return a
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _upper_bound(sv, a, b, x):
     """First index in [a, b) whose value is > x (b if none)."""
     while a < b:
@@ -192,7 +195,7 @@ _INSERTION_MAX = 160
 _MERGE_RUN = 16
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _insertion_sort(keys, lo, hi):
     for k in range(lo + 1, hi):
         x = keys[k]
@@ -203,7 +206,7 @@ def _insertion_sort(keys, lo, hi):
         keys[j + 1] = x
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _sort_keys(keys, tmp, n):
     """Sort keys[:n] in place: insertion sort for short stacks, bottom-up merges beyond."""
     if n <= _INSERTION_MAX:
@@ -245,7 +248,7 @@ def _sort_keys(keys, tmp, n):
         keys[:n] = tmp[:n]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _root_in(qa, qb, qc, lo, hi, largest):
     """The smallest (or ``largest``) root of ``qa*x^2 + qb*x + qc`` in [lo, hi], -1.0 if none.
 
@@ -275,7 +278,7 @@ def _root_in(qa, qb, qc, lo, hi, largest):
     return -1.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
     """The winsorized spread of sorted ``sv[a:b]`` around ``c``, starting from ``s``: the
     limit of ``s <- GAIN * sd(clamp(values, c - CLAMP*s, c + CLAMP*s))`` (Siril's iteration,
@@ -344,7 +347,7 @@ def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
     return s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
     """Sigma or winsorized clipping on sorted values: the kept range [a, b)."""
     a = 0
@@ -366,7 +369,7 @@ def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
     return a, b
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _percentile_range(sv, n, p_low, p_high):
     c = _median_sorted(sv, 0, n)
     if n < 3 or c == 0.0:
@@ -379,7 +382,7 @@ def _percentile_range(sv, n, p_low, p_high):
     return na, nb
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _linear_fit_clip(sv, n, state, kpos, kv, flag, k_low, k_high, max_iter):
     """Linear-fit clipping; marks ``state`` (-1 low, +1 high) and returns the kept count."""
     m = n
@@ -465,7 +468,7 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int32).reshape(-1, 2)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_high, p_low,
                      p_high, max_iter, values, n_low, n_high, n_used, frame_counts):
     """Kernel for the methods whose kept values form a range of the sorted values (none,
@@ -577,7 +580,7 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                 n_used[p] = kept
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _kernel_linear_fit(block, bits, weights, median_combine, k_low, k_high, max_iter, values,
                        n_low, n_high, n_used, frame_counts):
     """Kernel for linear-fit clipping, which judges each value by its rank: the values are
