@@ -34,6 +34,7 @@ from oscdeep.errors import OscdeepError
 from oscdeep.integrate import ArraySource, CombineOptions, NpySource, combine, frame_location_scale
 from oscdeep.io.atomic import atomic_path
 from oscdeep.io.fits import write_fits_image
+from oscdeep.io.npy import write_npy
 from oscdeep.pipeline.calibration import (
     LightJob, MasterSpec, calibrate_job, masters_for_workers, pedestal_of)
 from oscdeep.pipeline.matching import match_lights
@@ -170,7 +171,7 @@ def _warp_one(task: _WarpTask) -> tuple[int, str | None]:
             tmp.write_text(json.dumps({"location": location.tolist(), "scale": scale.tolist(),
                                        "coding": [lo, span]}))
         with atomic_path(target) as tmp:
-            np.save(tmp, codes)
+            write_npy(tmp, codes)
     except (OscdeepError, OSError, ValueError, MemoryError) as exc:
         return task.frame_id, str(exc)
     return task.frame_id, None

@@ -107,11 +107,12 @@ class _SourceCache:
 
         if frame.file_format == "fits":
             return FitsSource(frame.path)
+        from oscdeep.io.npy import write_npy
         from oscdeep.io.raw import read_raw_mosaic
 
         mosaic, _ = read_raw_mosaic(frame.path)
         path = self.tmp / f"{frame.id}.npy"
-        np.save(path, mosaic.astype(np.float32, copy=False))
+        write_npy(path, mosaic.astype(np.float32, copy=False))
         return ArraySource(np.load(path, mmap_mode="r"))
 
 
