@@ -373,9 +373,8 @@ def _find_peaks(filled: np.ndarray, rms: np.ndarray, valid: np.ndarray | None,
     filt = cv2.sepFilter2D(filled, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT)
     gain = np.float32(_filtered_noise_gain(filled, filt, k, valid))
     has_valid = valid is not None
-    ys, xs = _peak_pixels(filt, np.broadcast_to(rms, filt.shape), valid if has_valid else
-                          np.ones((1, 1), bool), has_valid, gain * np.float32(threshold),
-                          min(max(min_area, 1), 9))
+    ys, xs = _peak_pixels(filt, rms, valid if has_valid else np.ones((1, 1), bool), has_valid,
+                          float(gain * np.float32(threshold)), min(max(min_area, 1), 9))
     snr = filt[ys, xs] / (rms[ys, xs] * gain)
     order = np.argsort(-snr, kind="stable")
     return xs[order], ys[order], snr[order]
@@ -423,10 +422,14 @@ def _peak_pixels(filt: np.ndarray, rms: np.ndarray, valid: np.ndarray, has_valid
 
 
 def warm_up() -> None:
-    """Load the peak finder's numba kernel now (from numba's cache, or compiled the first
-    time), e.g. before forking workers that will inherit it instead of each loading it."""
-    _peak_pixels(np.zeros((3, 3), np.float32), np.ones((3, 3), np.float32),
-                 np.ones((1, 1), bool), False, 1.0, 1)
+    """Load the detection's numba kernels now (from numba's cache, or compiled the first
+    time), e.g. before forking workers that will inherit them instead of each loading them:
+    the peak finder for a whole frame's noise map and for a crop of it, and the windowed
+    centroids."""
+    image = np.zeros((4, 4), np.float32)
+    for rms in (np.ones((4, 4), np.float32), np.ones((4, 5), np.float32)[:, :4]):
+        _peak_pixels(image, rms, np.ones((1, 1), bool), False, 1.0, 1)
+    windowed_measure(image, np.ones(1), np.ones(1), sigma=1.0)
 
 
 def _merge_close(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
