@@ -250,6 +250,18 @@ def _weight(frame: Frame, how: str) -> float:
     return float(frame.weight) if frame.weight else 1.0
 
 
+def _over_channels(op: np.ufunc, counts: np.ndarray) -> np.ndarray:
+    """``op`` (np.add or np.maximum) folded over the channels of (H, W, 3) counts; (H, W)
+    counts as they are. Channel by channel: a numpy reduction over a last axis of 3 is 5x
+    slower (0.12 s for a 3000x2000 frame)."""
+    if counts.ndim != 3:
+        return counts
+    out = counts[..., 0].copy()
+    for c in range(1, counts.shape[-1]):
+        op(out, counts[..., c], out=out)
+    return out
+
+
 def background_noise(image: np.ndarray) -> list[float]:
     """Sky background noise of each channel (sep's background RMS, stars and gradients aside)."""
     planes = [image[..., c] for c in range(image.shape[-1])] if image.ndim == 3 else [image]
@@ -366,7 +378,7 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
                      weights=[weights[t.frame_id] for t in used], progress=progress)
     image = result.image
     present = result.n_used.astype(np.int32) + result.rejected_low + result.rejected_high
-    coverage = present.max(axis=-1) if present.ndim == 3 else present  # frames with data here
+    coverage = _over_channels(np.maximum, present)  # frames with data here
     exposure = sum(t.exposure or 0.0 for t in used)
     report.frames = len(used)
     header = {"OBJECT": target.name if target else "", "NCOMBINE": len(used),
@@ -379,10 +391,8 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     history += sorted({f"masters: {t.spec.key}" for t in used})
     history += [f"frame: {Path(t.path).name} weight {weights[t.frame_id]:.4g}" for t in used]
     extensions = {"COVERAGE": coverage.astype(np.int16),
-                  "REJ_LOW": result.rejected_low.sum(axis=-1).astype(np.int16)
-                  if result.rejected_low.ndim == 3 else result.rejected_low,
-                  "REJ_HIGH": result.rejected_high.sum(axis=-1).astype(np.int16)
-                  if result.rejected_high.ndim == 3 else result.rejected_high}
+                  "REJ_LOW": _over_channels(np.add, result.rejected_low).astype(np.int16),
+                  "REJ_HIGH": _over_channels(np.add, result.rejected_high).astype(np.int16)}
     # The file is written while the result is measured (both mostly outside the GIL), from a
     # copy: astropy byteswaps the array it writes in place.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oscdeep-write") as writer:
