@@ -424,12 +424,14 @@ def _peak_pixels(filt: np.ndarray, rms: np.ndarray, valid: np.ndarray, has_valid
 def warm_up() -> None:
     """Load the detection's numba kernels now (from numba's cache, or compiled the first
     time), e.g. before forking workers that will inherit them instead of each loading them:
-    the peak finder for a whole frame's noise map and for a crop of it, and the windowed
-    centroids."""
+    the peak finder for a whole frame's noise map and for a crop of it, the windowed
+    centroids and the PSF fit."""
     image = np.zeros((4, 4), np.float32)
     for rms in (np.ones((4, 4), np.float32), np.ones((4, 5), np.float32)[:, :4]):
         _peak_pixels(image, rms, np.ones((1, 1), bool), False, 1.0, 1)
     windowed_measure(image, np.ones(1), np.ones(1), sigma=1.0)
+    fit_psf(np.zeros((9, 9), np.float32), np.full(1, 4.0), np.full(1, 4.0), fwhm_guess=2.0,
+            kernel=np.ones(3) / 3)
 
 
 def _merge_close(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
