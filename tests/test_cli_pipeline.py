@@ -127,3 +127,18 @@ def test_a_killed_run_resumes_cleanly(night_dir: Path, tmp_path: Path, delay: fl
                               "analyzed_at IS NOT NULL").fetchone()[0]
         assert lights == 8
     assert (tmp_path / "out.fits").exists()
+
+
+def test_run_stacks_camera_raw_lights_under_the_folder_name(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """DNG lights name no object: without --target, run files them under the folder it was
+    given and stacks them, instead of stopping after the masters."""
+    import dataclasses
+
+    night = tmp_path / "Orion raw"
+    write_sample_night(night, dataclasses.replace(NIGHT, file_format="dng", n_lights=6,
+                                                  n_bad_seeing=0, seed=32))
+    done = cli("run", night, "-o", tmp_path / "raw.fits", "--no-picture")
+    assert done.code == 0, done.err
+    (stack,) = cli("stack", "list", "--json").json()
+    assert stack["target"] == "Orion raw" and stack["n_frames"] >= 5
+    assert (tmp_path / "raw.fits").is_file()

@@ -67,6 +67,7 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
         app.db = str(directory.resolve() / "library.db")
     library = app.library()
     run = run_pipeline(library, [night_dir], output=directory / "stack.fits",
+                       target=config.target,  # camera raw files do not name it
                        finish=finish_options_from(**finishing),  # type: ignore[arg-type]
                        picture=directory / "picture.png", progress=RichProgress())
     print_run_summary(run)
@@ -78,8 +79,9 @@ def demo(app: AppContext, directory: Path, seed: int, lights: int | None, size: 
 
     write_report(library, None, directory / "report.html")
     where = library.display_location()
-    out().print(f"\nLibrary: {where}\nStack:   {directory / 'stack.fits'}\n"
-                f"Picture: {directory / 'picture.png'}\n"
+    made = (f"Stack:   {run.stacks[0].output}\nPicture: {run.pictures[0].output}\n"
+            if run.stacks and run.pictures else "No stack was made (see the summary above).\n")
+    out().print(f"\nLibrary: {where}\n{made}"
                 f"Report:  {directory / 'report.html'} (open it in a browser)\n"
                 f"Look around:  oscdeep --db {where} frames list --sort fwhm\n"
                 f"              oscdeep --db {where} stack show 1")

@@ -66,6 +66,8 @@ def print_run_summary(report: Any) -> None:
     for s in report.stacks:
         tbl.add_row("stack", f"{s.name}: {s.frames} lights, "
                     f"{fmt_duration(s.stats.get('total_exposure_s'))} → {s.output}")
+    if not report.stacks:
+        tbl.add_row("stack", "none: no accepted, registered light")
     for p in report.pictures:
         tbl.add_row("picture", f"{p.stack} → {p.output}")
     out().print(tbl)

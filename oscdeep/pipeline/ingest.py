@@ -41,6 +41,9 @@ class IngestOptions:
     target: str | None = None
     kind: FrameKind | None = None
     session_name: str | None = None
+    fallback_target: str | None = None
+    """Target of the lights whose header names none (camera raw files), when ``target`` is
+    not given: ``run`` passes the name of the folder it was given."""
 
 
 @dataclass
@@ -248,7 +251,8 @@ def ingest(
                     source=str(roots[0].resolve()))
                 report.sessions.append((session.id, session.name, created))
                 for c in group.frames:
-                    own = options.target or _object_of(c) or group.target
+                    own = (options.target or _object_of(c) or group.target
+                           or options.fallback_target)
                     light_target = (catalog.get_or_create_target(orm, own)
                                     if own and c.kind == FrameKind.LIGHT else None)
                     rows_todo.append((c, session.id, light_target.id if light_target else None))

@@ -65,8 +65,18 @@ def _ingest_and_masters(library: Library, *, progress: Progress,
     from oscdeep.pipeline.ingest import IngestOptions, ingest
     from oscdeep.pipeline.masters import build_masters
 
-    added = ingest(library, paths, IngestOptions(target=target), progress=progress)
+    options = IngestOptions(target=target, fallback_target=_folder_name(paths))
+    added = ingest(library, paths, options, progress=progress)
     return added, build_masters(library, progress=progress)
+
+
+def _folder_name(paths: Sequence[str | os.PathLike[str]]) -> str | None:
+    """The name of the first folder given (a file's own folder): the target of lights that
+    name none, so that a night of camera raw files is stacked too."""
+    if not paths:
+        return None
+    first = Path(paths[0]).resolve()
+    return (first if first.is_dir() else first.parent).name or None
 
 
 def _load_processing(options: StackOptions) -> None:
