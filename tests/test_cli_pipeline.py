@@ -142,3 +142,17 @@ def test_run_stacks_camera_raw_lights_under_the_folder_name(cli, tmp_path: Path)
     (stack,) = cli("stack", "list", "--json").json()
     assert stack["target"] == "Orion raw" and stack["n_frames"] >= 5
     assert (tmp_path / "raw.fits").is_file()
+
+
+def test_run_says_which_files_it_skipped_and_why(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """A file run cannot classify is named on stderr with the cause, not just counted."""
+    from astropy.io import fits
+
+    folder = tmp_path / "misc"
+    folder.mkdir()
+    fits.PrimaryHDU(np.zeros((8, 8), np.uint16)).writeto(folder / "IMG_0001.fits")
+    done = cli("run", folder, "-o", tmp_path / "out.fits", "--no-picture")
+    assert done.code == 0, done.err
+    said = " ".join(done.err.split())
+    assert "IMG_0001.fits" in said and "frame type unknown" in said and "session add --kind" in said
+    assert "none: no accepted, registered light" in " ".join(done.out.split())

@@ -83,11 +83,11 @@ def calib_build(app: AppContext, query: tuple[str, ...], kinds: tuple[str, ...],
     out().print(tbl)
     for g in report.groups:
         for w in g.warnings:
-            err().print(f"[yellow]warning:[/] {g.kind} ({g.description}): {w}")
+            err().print(f"[yellow]warning:[/] {g.kind} ({g.description}): {w}", soft_wrap=True)
         if g.error:
-            err().print(f"[red]error:[/] {g.kind} ({g.description}): {g.error}")
+            err().print(f"[red]error:[/] {g.kind} ({g.description}): {g.error}", soft_wrap=True)
     for frame_id, path, why in report.excluded:
-        err().print(f"[yellow]excluded:[/] frame {frame_id} {path}: {why}")
+        err().print(f"[yellow]excluded:[/] frame {frame_id} {path}: {why}", soft_wrap=True)
 
 
 def master_record(m: Any) -> dict[str, Any]:
@@ -259,9 +259,9 @@ def calib_apply(app: AppContext, query: tuple[str, ...], out_dir: str, dark_scal
         return
     out().print(f"Calibrated {run.calibrated} lights into {out_dir}.")
     for w in dict.fromkeys(run.warnings):
-        err().print(f"[yellow]warning:[/] {w}")
+        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     for frame_id, path, error in run.failed:
-        err().print(f"[red]failed:[/] frame {frame_id} {path}: {error}")
+        err().print(f"[red]failed:[/] frame {frame_id} {path}: {error}", soft_wrap=True)
 
 
 def _lights_for(orm: Any, query: tuple[str, ...], kwargs: dict[str, Any]) -> list[Any]:

@@ -289,7 +289,7 @@ def frames_analyze(app: AppContext, query: tuple[str, ...], force: bool, thresho
     out().print(f"Measured {len(report.measured)} lights; {len(report.unmeasurable)} could not "
                 f"be measured; {report.skipped} were already up to date.")
     for w in dict.fromkeys(report.warnings):
-        err().print(f"[yellow]warning:[/] {w}")
+        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     for o in report.unmeasurable:
         out().print(f"  [red]failed[/] {o.frame_id} {o.path.rsplit('/', 1)[-1]}: "
                     f"{o.reason or o.error}")

@@ -67,7 +67,7 @@ def register(app: AppContext, query: tuple[str, ...], reference: str, model: str
     out().print(tbl)
     for g in report.groups:
         for frame_id, path, why in g.failed:
-            err().print(f"[red]not registered:[/] {frame_id} {path.rsplit('/', 1)[-1]}: {why}")
+            err().print(f"[red]not registered:[/] {frame_id} {path.rsplit('/', 1)[-1]}: {why}", soft_wrap=True)
     if report.not_measured:
         err().print(f"[yellow]{len(report.not_measured)} lights are not measured yet:[/] run "
                     "`oscdeep frames analyze` first")

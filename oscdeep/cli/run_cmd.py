@@ -71,10 +71,14 @@ def print_run_summary(report: Any) -> None:
     for p in report.pictures:
         tbl.add_row("picture", f"{p.stack} → {p.output}")
     out().print(tbl)
+    for skipped in ing.skipped:
+        err().print(f"skipped {skipped.path}: {skipped.cause}", soft_wrap=True)
+    for why in ing.warnings:
+        err().print(f"[yellow]warning:[/] {why}", soft_wrap=True)
     for why in dict.fromkeys(w for s in report.stacks for w in s.warnings):
-        err().print(f"[yellow]warning:[/] {why}")
+        err().print(f"[yellow]warning:[/] {why}", soft_wrap=True)
     for frame_id, why in report.rejected:
-        err().print(f"rejected frame {frame_id}: {why}")
+        err().print(f"rejected frame {frame_id}: {why}", soft_wrap=True)
 
 
 COMMANDS = [run]

@@ -91,7 +91,7 @@ def print_ingest_report(report) -> None:  # noqa: ANN001
     for frame_id, old, new in report.relinked:
         console.print(f"  moved: frame {frame_id} {old} -> {new}")
     for w in report.warnings:
-        err().print(f"[yellow]warning:[/] {w}")
+        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     if report.skipped or report.duplicates:
         tbl = table("Not ingested", ["file", "cause"])
         for s in report.skipped + report.duplicates:

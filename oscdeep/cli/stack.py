@@ -135,9 +135,9 @@ def _print_report(report: Any, as_json: bool) -> None:
                 f"{report.cache_bytes / 2**30:.2f} GiB"
                 + (f" ({report.cache_removed} old ones removed)" if report.cache_removed else ""))
     for w in dict.fromkeys(report.warnings):
-        err().print(f"[yellow]warning:[/] {w}")
+        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     for frame_id, why in report.skipped:
-        err().print(f"[yellow]left out:[/] frame {frame_id}: {why}")
+        err().print(f"[yellow]left out:[/] frame {frame_id}: {why}", soft_wrap=True)
 
 
 def stack_record(s: Any) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from oscdeep.types import FrameKind
 
 CHUNK = 100
 UNKNOWN_KIND = ("frame type unknown: no IMAGETYP/FRAME header and no lights/darks/flats/bias "
-                "folder or file name; pass --kind")
+                "folder or file name; move it into such a folder, or add it with "
+                "`oscdeep session add --kind KIND`")
 
 
 @dataclass(frozen=True)
