@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt, out, print_json, table
+from oscdeep.cli.console import err_line, fmt, out, print_json, table
 from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
 
 KINDS = ["bias", "dark", "flat", "darkflat"]
@@ -83,11 +83,11 @@ def calib_build(app: AppContext, query: tuple[str, ...], kinds: tuple[str, ...],
     out().print(tbl)
     for g in report.groups:
         for w in g.warnings:
-            err().print(f"[yellow]warning:[/] {g.kind} ({g.description}): {w}", soft_wrap=True)
+            err_line(f"[yellow]warning:[/] {g.kind} ({g.description}): {w}")
         if g.error:
-            err().print(f"[red]error:[/] {g.kind} ({g.description}): {g.error}", soft_wrap=True)
+            err_line(f"[red]error:[/] {g.kind} ({g.description}): {g.error}")
     for frame_id, path, why in report.excluded:
-        err().print(f"[yellow]excluded:[/] frame {frame_id} {path}: {why}", soft_wrap=True)
+        err_line(f"[yellow]excluded:[/] frame {frame_id} {path}: {why}")
 
 
 def master_record(m: Any) -> dict[str, Any]:
@@ -259,9 +259,9 @@ def calib_apply(app: AppContext, query: tuple[str, ...], out_dir: str, dark_scal
         return
     out().print(f"Calibrated {run.calibrated} lights into {out_dir}.")
     for w in dict.fromkeys(run.warnings):
-        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {w}")
     for frame_id, path, error in run.failed:
-        err().print(f"[red]failed:[/] frame {frame_id} {path}: {error}", soft_wrap=True)
+        err_line(f"[red]failed:[/] frame {frame_id} {path}: {error}")
 
 
 def _lights_for(orm: Any, query: tuple[str, ...], kwargs: dict[str, Any]) -> list[Any]:

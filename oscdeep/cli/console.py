@@ -44,6 +44,12 @@ def err() -> Console:
     return _err
 
 
+def err_line(message: str) -> None:
+    """One warning or error on stderr, never folded at the console's width, so the file it
+    names stays whole in logs and pipes (progress bars keep their own wrapping)."""
+    err().print(message, soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout: plain JSON, no colour, no wrapping."""
     sys.stdout.write(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")

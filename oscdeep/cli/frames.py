@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt, out, print_json, table
+from oscdeep.cli.console import err, err_line, fmt, out, print_json, table
 from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
 
 QUERY_HELP = """
@@ -289,7 +289,7 @@ def frames_analyze(app: AppContext, query: tuple[str, ...], force: bool, thresho
     out().print(f"Measured {len(report.measured)} lights; {len(report.unmeasurable)} could not "
                 f"be measured; {report.skipped} were already up to date.")
     for w in dict.fromkeys(report.warnings):
-        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {w}")
     for o in report.unmeasurable:
         out().print(f"  [red]failed[/] {o.frame_id} {o.path.rsplit('/', 1)[-1]}: "
                     f"{o.reason or o.error}")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt, out, print_json, table
+from oscdeep.cli.console import err, err_line, fmt, out, print_json, table
 from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
 
 MODELS = ["shift", "similarity", "affine", "homography"]
@@ -67,7 +67,7 @@ def register(app: AppContext, query: tuple[str, ...], reference: str, model: str
     out().print(tbl)
     for g in report.groups:
         for frame_id, path, why in g.failed:
-            err().print(f"[red]not registered:[/] {frame_id} {path.rsplit('/', 1)[-1]}: {why}", soft_wrap=True)
+            err_line(f"[red]not registered:[/] {frame_id} {path.rsplit('/', 1)[-1]}: {why}")
     if report.not_measured:
         err().print(f"[yellow]{len(report.not_measured)} lights are not measured yet:[/] run "
                     "`oscdeep frames analyze` first")

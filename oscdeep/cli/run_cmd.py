@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt_duration, out, table
+from oscdeep.cli.console import err_line, fmt_duration, out, table
 from oscdeep.cli.post import finish_options_from, finishing_options
 from oscdeep.cli.stack import integration_options
 
@@ -72,13 +72,13 @@ def print_run_summary(report: Any) -> None:
         tbl.add_row("picture", f"{p.stack} → {p.output}")
     out().print(tbl)
     for skipped in ing.skipped:
-        err().print(f"skipped {skipped.path}: {skipped.cause}", soft_wrap=True)
+        err_line(f"skipped {skipped.path}: {skipped.cause}")
     for why in ing.warnings:
-        err().print(f"[yellow]warning:[/] {why}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {why}")
     for why in dict.fromkeys(w for s in report.stacks for w in s.warnings):
-        err().print(f"[yellow]warning:[/] {why}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {why}")
     for frame_id, why in report.rejected:
-        err().print(f"rejected frame {frame_id}: {why}", soft_wrap=True)
+        err_line(f"rejected frame {frame_id}: {why}")
 
 
 COMMANDS = [run]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt, fmt_duration, out, print_json, table
+from oscdeep.cli.console import err_line, fmt, fmt_duration, out, print_json, table
 
 KINDS = ["light", "dark", "flat", "bias", "darkflat"]
 
@@ -91,7 +91,7 @@ def print_ingest_report(report) -> None:  # noqa: ANN001
     for frame_id, old, new in report.relinked:
         console.print(f"  moved: frame {frame_id} {old} -> {new}")
     for w in report.warnings:
-        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {w}")
     if report.skipped or report.duplicates:
         tbl = table("Not ingested", ["file", "cause"])
         for s in report.skipped + report.duplicates:

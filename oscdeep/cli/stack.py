@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from oscdeep.cli.app import AppContext, pass_app
-from oscdeep.cli.console import err, fmt, fmt_duration, out, print_json, table
+from oscdeep.cli.console import err_line, fmt, fmt_duration, out, print_json, table
 from oscdeep.cli.options import QUERY_CONTEXT, query_options, selection
 from oscdeep.pipeline.stack_options import StackOptions
 
@@ -135,9 +135,9 @@ def _print_report(report: Any, as_json: bool) -> None:
                 f"{report.cache_bytes / 2**30:.2f} GiB"
                 + (f" ({report.cache_removed} old ones removed)" if report.cache_removed else ""))
     for w in dict.fromkeys(report.warnings):
-        err().print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        err_line(f"[yellow]warning:[/] {w}")
     for frame_id, why in report.skipped:
-        err().print(f"[yellow]left out:[/] frame {frame_id}: {why}", soft_wrap=True)
+        err_line(f"[yellow]left out:[/] frame {frame_id}: {why}")
 
 
 def stack_record(s: Any) -> dict[str, Any]:
