@@ -161,17 +161,6 @@ def disc_touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) 
     return np.any(np.nan_to_num(stamp[:, inside], nan=1.0) > 0, axis=1)
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """Where the model is evaluated: a square stamp of half-size ``radius``, widened by the
-    half-width of ``kernel`` (a 1-D smoothing kernel already applied to the image along both
-    axes), pixel-integrated with ``sub`` cells per axis (0 = point-sampled)."""
-
-    radius: int
-    sub: int
-    kernel: np.ndarray | None = None
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _profile(p: np.ndarray, r_grid: int, sub: int, model: np.ndarray, jac: np.ndarray) -> None:
     """Model and Jacobian (8 columns) of the profile ``p`` on the square grid of half-size
@@ -314,9 +303,12 @@ def _solve8(matrix: np.ndarray, rhs: np.ndarray, hold_gamma: bool, step: np.ndar
 def _lm_stars(data: np.ndarray, weight: np.ndarray, params: np.ndarray, radius: int, sub: int,
               kernel: np.ndarray, max_iter: int, fix_gamma: bool, g_lo: float, g_hi: float,
               ok: np.ndarray) -> int:
-    """Levenberg-Marquardt of every star in turn (``params`` updated in place): minimise
-    sum(weight * (data - model)^2). Returns the iteration count of a joint loop (the most
-    any star needed, plus the pass that found none left, at most ``max_iter``)."""
+    """Levenberg-Marquardt of every star in turn (``params`` updated in place, ``ok`` set):
+    minimise sum(weight * (data - model)^2) over the stamps of half-size ``radius``, the
+    model pixel-integrated with ``sub`` cells per axis (0 = point-sampled) and smoothed by
+    the 1-D ``kernel`` the image was filtered with (empty: none). Returns the iteration count
+    of a joint loop (the most any star needed, plus the pass that found none left, at most
+    ``max_iter``)."""
     n_pix = data.shape[1]
     pad = kernel.shape[0] // 2
     big = (2 * (radius + pad) + 1) ** 2
@@ -385,19 +377,7 @@ def _lm_stars(data: np.ndarray, weight: np.ndarray, params: np.ndarray, radius: 
                     active = False
         most = max(most, done)
         ok[s] = np.isfinite(cost) and _valid(p)
-    return min(most + 1, max_iter) if most < max_iter else max_iter
-
-
-def _levenberg_marquardt(data: np.ndarray, weight: np.ndarray, p: np.ndarray, grid: _Grid, *,
-                         max_iter: int, fix_gamma: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """Minimise sum(weight * (data - model)^2) for every star. Returns (p, ok, iters)."""
-    p = np.array(p, dtype=np.float64)
-    ok = np.zeros(len(p), bool)
-    kernel = np.zeros(0) if grid.kernel is None else np.asarray(grid.kernel, np.float64)
-    it = _lm_stars(np.ascontiguousarray(data, np.float64), np.ascontiguousarray(weight, np.float64),
-                   p, grid.radius, grid.sub, kernel, max_iter, fix_gamma, GAMMA_RANGE[0],
-                   GAMMA_RANGE[1], ok)
-    return p, ok, it
+    return min(most + 1, max_iter)
 
 
 def shape_from_matrix(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> Shape:
@@ -461,15 +441,13 @@ def fit_psf(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, fwhm_guess: floa
     # leaves the term out, so it creeps on for ~17 more iterations, but after 3 the FWHM is
     # within 0.05 % and the centroid within 1e-4 px of where it ends (measured on frames of
     # the benchmark nights).
-    k = None if kernel is None else np.asarray(kernel, dtype=np.float64).ravel()
-    p, ok, it = _levenberg_marquardt(data, weight, p0, _Grid(r, 0, k), max_iter=max_iter,
-                                     fix_gamma=gaussian)
+    k = np.zeros(0) if kernel is None else np.asarray(kernel, dtype=np.float64).ravel()
+    p, ok = p0, np.zeros(n, bool)  # p is fitted in place
+    it = _lm_stars(data, weight, p, r, 0, k, max_iter, gaussian, *GAMMA_RANGE, ok)
     if integrate:
         sub = subsample if subsample is not None else _subsamples(fwhm_guess)
-        p, ok, it2 = _levenberg_marquardt(data, weight, p, _Grid(r, sub, k),
-                                          max_iter=min(max_iter, _SETTLE_ITER),
-                                          fix_gamma=gaussian)
-        it += it2
+        it += _lm_stars(data, weight, p, r, sub, k, min(max_iter, _SETTLE_ITER), gaussian,
+                        *GAMMA_RANGE, ok)
     shape = shape_from_matrix(p[:, 4], p[:, 5], p[:, 6])
     ok &= np.isfinite(shape.fwhm_major) & np.isfinite(shape.fwhm_minor)
     return PsfFit(x=ix + p[:, 0], y=iy + p[:, 1], amplitude=p[:, 2], background=p[:, 3],
