@@ -256,7 +256,10 @@ def test_fits_source_float32_with_nan_and_rgb(tmp_path: Path) -> None:
     check_rows(write_fits_image(tmp_path / "f32.fits", data), read_fits_image(
         tmp_path / "f32.fits")[0])
     rgb = rng.normal(0, 1, (15, 8, 3)).astype(np.float32)
+    before = rgb.copy()
     path = write_fits_image(tmp_path / "rgb.fits", rgb)
+    np.testing.assert_array_equal(rgb, before)  # the caller's array is left as it was
+    np.testing.assert_array_equal(fits.getdata(path)[1], rgb[:, :, 1])  # stored as planes
     full, _ = read_fits_image(path)
     np.testing.assert_array_equal(full, rgb)
     check_rows(path, full)

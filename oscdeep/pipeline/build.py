@@ -393,10 +393,10 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
     extensions = {"COVERAGE": coverage.astype(np.int16),
                   "REJ_LOW": _over_channels(np.add, result.rejected_low).astype(np.int16),
                   "REJ_HIGH": _over_channels(np.add, result.rejected_high).astype(np.int16)}
-    # The file is written while the result is measured (both mostly outside the GIL), from a
-    # copy: astropy byteswaps the array it writes in place.
+    # The file is written while the result is measured (both mostly outside the GIL); the RGB
+    # image is rearranged into a new array for writing, so measuring can read it meanwhile.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oscdeep-write") as writer:
-        written = writer.submit(write_fits_image, output, image.copy(), header,
+        written = writer.submit(write_fits_image, output, image, header,
                                 history=history, extensions=extensions)
         report.stats = {"noise_per_channel": background_noise(image),
                         "total_exposure_s": exposure,
