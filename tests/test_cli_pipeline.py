@@ -89,8 +89,13 @@ def test_run_does_everything_then_only_what_is_missing(cli, night_dir: Path, tmp
     shown = cli("stack", "show", stacks[1]["name"], "--json").json()
     assert len(shown["frames"]) == shown["n_frames"]
     rebuilt = cli("stack", "rebuild", stacks[0]["name"], "--select", "fwhm:..3.5", "--name",
-                  "sharp", "--json").json()
+                  "sharp", "-o", tmp_path / "sharp.fits", "--json").json()
     assert rebuilt["warped"] == 0 and rebuilt["frames"] <= shown["n_frames"]
+    assert Path(rebuilt["output"]) == tmp_path / "sharp.fits" and Path(rebuilt["output"]).exists()
+    diff_text = cli("stack", "diff", stacks[0]["name"], "sharp").out
+    missing = shown["n_frames"] - rebuilt["frames"]
+    assert f"frames only in sharp: 0\n" in diff_text
+    assert f"frames only in {stacks[0]['name']}: {missing}" in diff_text
     assert shown["options"]["debayer"] == "vng" and shown["options"]["interpolation"] == "bilinear"
     other = cli("stack", "build", "--target", "M42", "--debayer", "bilinear", "--interp",
                 "bicubic", "--name", "soft", "--json").json()

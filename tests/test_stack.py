@@ -133,6 +133,15 @@ def test_rebuild_and_diff(registered) -> None:  # noqa: ANN001
     assert again.name == "base" and again.frames == 8
     with library.session() as orm:
         assert len(orm.scalars(select(Stack).where(Stack.name == "base")).all()) == 1
+        selection = orm.scalars(select(Stack.selection).where(Stack.name == "base")).one()
+    moved = rebuild_stack(library, "base", output=root / "elsewhere.fits")
+    assert moved.frames == 8 and Path(moved.output) == root / "elsewhere.fits"
+    with fits.open(root / "elsewhere.fits") as hdul:
+        assert hdul[0].data.shape[0] == 3
+    with library.session() as orm:
+        # rebuilding again and again keeps one selection, not a growing chain of clauses
+        assert orm.scalars(select(Stack.selection).where(Stack.name == "base")).one() == \
+            selection
 
 
 @pytest.mark.parametrize(("cfa", "scale", "pixfrac", "filled"),

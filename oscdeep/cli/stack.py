@@ -220,10 +220,13 @@ def stack_show(app: AppContext, stack: str, as_json: bool) -> None:
                    "the target that match are included).")
 @click.option("--name", "-n", metavar="NAME", help="Record the result as a new stack NAME "
                                                     "(default: replace STACK's result).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the FITS here (default: STACK's file, or one named after --name "
+                   "beside it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def stack_rebuild(app: AppContext, stack: str, select_text: str | None, name: str | None,
-                  as_json: bool) -> None:
+                  output: Path | None, as_json: bool) -> None:
     """Build a stack again with its options, on its selection or a new one.
 
     Nothing upstream is recomputed: calibration, measurements, registration and cached warped
@@ -233,7 +236,7 @@ def stack_rebuild(app: AppContext, stack: str, select_text: str | None, name: st
     from oscdeep.pipeline.build import rebuild_stack
 
     report = rebuild_stack(app.library(), stack, selection=select_text, new_name=name,
-                           progress=RichProgress())
+                           output=output, progress=RichProgress())
     _print_report(report, as_json)
 
 
@@ -253,10 +256,9 @@ def stack_diff(app: AppContext, first: str, second: str, as_json: bool) -> None:
         return
     a, b = diff["names"]
     out().print(f"[bold]{a}[/] vs [bold]{b}[/]")
-    out().print(f"  frames only in {a}: {len(diff['only_first'])} "
-                + " ".join(str(i) for i in diff["only_first"][:30]))
-    out().print(f"  frames only in {b}: {len(diff['only_second'])} "
-                + " ".join(str(i) for i in diff["only_second"][:30]))
+    for name, ids in ((a, diff["only_first"]), (b, diff["only_second"])):
+        shown = " ".join(str(i) for i in ids[:30]) + (" …" if len(ids) > 30 else "")
+        out().print(f"  frames only in {name}: {len(ids)}" + (f" (ids {shown})" if ids else ""))
     out().print(f"  frames in both: {diff['common']}")
     tbl = table(None, ["", a, b])
     for key, (va, vb) in diff["differences"].items():

@@ -428,33 +428,37 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
 
 
 def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
-                  new_name: str | None = None, progress: Progress | None = None) -> StackReport:
-    """Build stack ``ref`` again (its options; its selection or ``selection``)."""
+                  new_name: str | None = None, output: str | os.PathLike[str] | None = None,
+                  progress: Progress | None = None) -> StackReport:
+    """Build stack ``ref`` again (its options; its selection or ``selection``), into
+    ``output`` or, by default, its own file (a new stack: a file named after it beside)."""
     import shlex
 
     from oscdeep.query import parse_query, select_frames
 
     with library.session() as orm:
         old = catalog.find_stack(orm, ref)
-        text = selection if selection is not None else (old.selection or "")
-        query = parse_query(shlex.split(text))
-        if old.target is not None:
-            query = query & parse_query([f"target_id:{old.target_id}"])
+        words = shlex.split(selection if selection is not None else (old.selection or ""))
+        if old.target is not None and f"target_id:{old.target_id}" not in words:
+            words.append(f"target_id:{old.target_id}")
+        query = parse_query(words)
         stmt = select_frames(query).where(Frame.kind == "light",
                                           Frame.status == FrameStatus.ACCEPTED)
         ids = [f.id for f in orm.scalars(stmt).unique()]
         options = StackOptions(**{k: v for k, v in old.options.items()
                                   if k in StackOptions.__dataclass_fields__})
-        name, output, old_id = old.name, old.output_path, old.id
-    if output is None:
-        raise OscdeepError(f"stack {name!r} has no output file to rebuild")
+        name, old_output, old_id = old.name, old.output_path, old.id
+    if output is None and old_output is None:
+        raise OscdeepError(f"stack {name!r} has no output file to rebuild; give one")
     if new_name is not None:
         name = unique_stack_name(library, new_name, name)
-        output = str(Path(output).with_name(name.replace(" ", "_").replace("#", "") + ".fits"))
+        if output is None:
+            output = Path(old_output).with_name(name.replace(" ", "_").replace("#", "") + ".fits")
         return build_stack(library, ids, name=name, output=output, options=options,
                            selection=query.text(), progress=progress)
     # Built under a temporary name; the old record is replaced only once the new one exists.
-    report = build_stack(library, ids, name=f"{name} (rebuilding {old_id})", output=output,
+    report = build_stack(library, ids, name=f"{name} (rebuilding {old_id})",
+                         output=output if output is not None else old_output,
                          options=options, selection=query.text(), progress=progress)
     with library.session() as orm:
         orm.delete(orm.get(Stack, old_id))
