@@ -348,11 +348,9 @@ def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
-    """Sigma or winsorized clipping on sorted values: the kept range [a, b)."""
-    a = 0
-    b = n
-    passes = 0
+def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter, a, b, passes):
+    """Sigma or winsorized clipping on sorted values: the kept range [a, b), continuing from
+    the kept range [a, b) after ``passes`` passes (0, n, 0 to start)."""
     pivot = sv[n // 2]
     while b - a >= 3 and (max_iter <= 0 or passes < max_iter):
         c = _median_sorted(sv, a, b)
@@ -367,6 +365,130 @@ def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter):
         b = nb
         passes += 1
     return a, b
+
+
+# Rows of the per-pixel (lane) scratch of _first_pass_lanes.
+_PIVOT, _CENTRE, _SPREAD, _ITERATE, _CLAMP_LO, _CLAMP_HI, _SUM, _SQUARES = range(8)
+_BELOW, _ABOVE = range(2)
+_WINSOR_STEPS = 2
+"""Plain iterations of the winsorized spread across a tile before its exact fixed point is
+looked for in the segment they reached."""
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _first_pass_lanes(tile, n, width, winsorize, k_low, k_high, p1, p2, lane, count, state):
+    """The first clipping pass of each pixel of a tile whose pixels all have ``n`` valid
+    values (rows 0..n-1 of the sorted ``tile``), computed across pixels so that the compiler
+    can vectorise it: the scalar code spends most of its time on this pass, which for most
+    pixels (plain sky) is the only one.
+
+    Per pixel, ``state`` becomes 0 when the pass ends the clipping (nothing rejected, or
+    fewer than 2 values would be kept: all n are kept), 1 when the scalar passes go on from
+    the kept range ``count[_BELOW], count[_ABOVE]`` after one pass, or 2 when the winsorized
+    fixed point was not found here and the scalar code redoes the pixel. The results are
+    those of :func:`_clip_range`: the same prefix sums ``p1``/``p2``, median and spread, and
+    the fixed point is the root of the same quadratic, of the segment the plain iteration
+    reached (the iteration moves monotonically towards the fixed point the scalar walk finds,
+    so no other fixed point lies between).
+    """
+    mid = n // 2
+    m = n
+    for l in range(width):
+        lane[_PIVOT, l] = np.float64(tile[mid, l])
+        p1[0, l] = 0.0
+        p2[0, l] = 0.0
+    for k in range(n):
+        for l in range(width):
+            d = tile[k, l] - lane[_PIVOT, l]
+            p1[k + 1, l] = p1[k, l] + d
+            p2[k + 1, l] = p2[k, l] + d * d
+    for l in range(width):
+        if m % 2 == 1:
+            lane[_CENTRE, l] = tile[mid, l]
+        else:
+            lane[_CENTRE, l] = 0.5 * (tile[mid - 1, l] + tile[mid, l])
+        total = p1[n, l] - p1[0, l]
+        squares = p2[n, l] - p2[0, l]
+        var = (squares - total * total / m) / (m - 1)
+        lane[_SPREAD, l] = np.sqrt(var) if var > 0.0 else 0.0
+        state[l] = 0
+    if winsorize:
+        k = _WINSOR_CLAMP
+        for l in range(width):
+            lane[_ITERATE, l] = lane[_SPREAD, l]
+        for step in range(_WINSOR_STEPS + 1):
+            for l in range(width):
+                lane[_CLAMP_LO, l] = lane[_CENTRE, l] - k * lane[_ITERATE, l]
+                lane[_CLAMP_HI, l] = lane[_CENTRE, l] + k * lane[_ITERATE, l]
+                lane[_SUM, l] = 0.0
+                lane[_SQUARES, l] = 0.0
+                count[_BELOW, l] = 0
+                count[_ABOVE, l] = 0
+            for r in range(n):
+                for l in range(width):
+                    x = np.float64(tile[r, l])
+                    count[_BELOW, l] += 1 if x < lane[_CLAMP_LO, l] else 0
+                    count[_ABOVE, l] += 1 if x <= lane[_CLAMP_HI, l] else 0
+                    x = min(max(x, lane[_CLAMP_LO, l]), lane[_CLAMP_HI, l]) - lane[_PIVOT, l]
+                    lane[_SUM, l] += x
+                    lane[_SQUARES, l] += x * x
+            if step == _WINSOR_STEPS:
+                break
+            for l in range(width):
+                t = lane[_SUM, l]
+                var = (lane[_SQUARES, l] - t * t / m) / (m - 1)
+                lane[_ITERATE, l] = _WINSOR_GAIN * np.sqrt(var) if var > 0.0 else 0.0
+        # The segment of the last iterate: values [0, j1) clamped low, [j2, n) high.
+        g2 = _WINSOR_GAIN * _WINSOR_GAIN
+        for l in range(width):
+            s = lane[_ITERATE, l]
+            if not lane[_SPREAD, l] > 0.0:
+                continue  # no spread: nothing to winsorize (as in _clip_range)
+            j1 = count[_BELOW, l]
+            j2 = count[_ABOVE, l]
+            if not (s > 0.0 and j1 < j2):
+                state[l] = 2
+                continue
+            c = lane[_CENTRE, l]
+            d = c - lane[_PIVOT, l]
+            nlo = j1
+            nhi = n - j2
+            t1 = k * (nhi - nlo)
+            t0 = (nlo + nhi) * d + (p1[j2, l] - p1[j1, l])
+            q2 = k * k * (nlo + nhi)
+            q1 = 2.0 * k * d * (nhi - nlo)
+            q0 = (nlo + nhi) * d * d + (p2[j2, l] - p2[j1, l])
+            ha = 1.0 - g2 * (q2 - t1 * t1 / m) / (m - 1)
+            hb = -g2 * (q1 - 2.0 * t1 * t0 / m) / (m - 1)
+            hc = -g2 * (q0 - t0 * t0 / m) / (m - 1)
+            h = (ha * s + hb) * s + hc
+            r = s
+            if h > 0.0:
+                below = (c - tile[j1, l]) / k
+                above = (tile[j2 - 1, l] - c) / k
+                r = _root_in(ha, hb, hc, max(below, above, 0.0), s, True)
+            elif h < 0.0:
+                below = (c - tile[j1 - 1, l]) / k if j1 > 0 else np.inf
+                above = (tile[j2, l] - c) / k if j2 < n else np.inf
+                r = _root_in(ha, hb, hc, s, min(below, above), False)
+            if r > 0.0:
+                lane[_SPREAD, l] = r
+            else:
+                state[l] = 2
+    for l in range(width):
+        lane[_CLAMP_LO, l] = lane[_CENTRE, l] - k_low * lane[_SPREAD, l]
+        lane[_CLAMP_HI, l] = lane[_CENTRE, l] + k_high * lane[_SPREAD, l]
+        count[_BELOW, l] = 0
+        count[_ABOVE, l] = 0
+    for r in range(n):
+        for l in range(width):
+            count[_BELOW, l] += 1 if tile[r, l] < lane[_CLAMP_LO, l] else 0
+            count[_ABOVE, l] += 1 if tile[r, l] <= lane[_CLAMP_HI, l] else 0
+    for l in range(width):
+        na = count[_BELOW, l]
+        nb = count[_ABOVE, l]
+        if state[l] == 0 and not (nb - na < 2 or (na == 0 and nb == n)):
+            state[l] = 1
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -475,9 +597,11 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
     percentile, sigma, winsorized).
 
     Tiles of _TILE pixels are sorted together by a sorting network (branch-free min/max
-    across the tile, which the compiler vectorises; NaN goes last as +inf), the kept range
-    of each pixel gives two thresholds, and a pass in frame order counts and weights each
-    frame's value.
+    across the tile, which the compiler vectorises; NaN goes last as +inf). For sigma and
+    winsorized clipping, the first pass of a tile whose pixels all have the same number of
+    values runs across the tile too (:func:`_first_pass_lanes`); pixels it does not settle
+    go on pixel by pixel. The kept range of each pixel gives two thresholds, and a pass in
+    frame order counts and weights each frame's value.
     """
     n_frames, n_pix = block.shape
     n_chunks = frame_counts.shape[0]
@@ -492,6 +616,11 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
         sv = np.empty(n_frames, np.float32)
         s1 = np.empty(n_frames + 1, np.float64)
         s2 = np.empty(n_frames + 1, np.float64)
+        tile_s1 = np.empty((n_frames + 1, _TILE), np.float64)
+        tile_s2 = np.empty((n_frames + 1, _TILE), np.float64)
+        lane = np.empty((8, _TILE), np.float64)
+        count = np.empty((2, _TILE), np.int64)
+        state = np.empty(_TILE, np.int8)
         counts = frame_counts[chunk]
         for t0 in range(p0, p1, _TILE):
             width = min(_TILE, p1 - t0)
@@ -516,6 +645,15 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                         y = tile[rb, l]
                         tile[ra, l] = x if x < y else y
                         tile[rb, l] = y if x < y else x
+            lanes = False  # first pass across the tile's pixels (all with n valid values)?
+            if method == 2 or method == 3:
+                lanes = valid[0] >= 3
+                for l in range(1, width):
+                    if valid[l] != valid[0]:
+                        lanes = False
+                if lanes:
+                    _first_pass_lanes(tile, valid[0], width, method == 3, k_low, k_high,
+                                      tile_s1, tile_s2, lane, count, state)
             for l in range(width):
                 p = t0 + l
                 a = 0
@@ -535,6 +673,14 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                         sv[k] = tile[k, l]
                     if method == 1:
                         a, b = _percentile_range(sv, n, p_low, p_high)
+                    elif lanes and state[l] == 0:
+                        a = 0
+                    elif lanes and state[l] == 1:
+                        for k in range(n + 1):
+                            s1[k] = tile_s1[k, l]
+                            s2[k] = tile_s2[k, l]
+                        a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
+                                           max_iter, count[_BELOW, l], count[_ABOVE, l], 1)
                     elif method == 2 or method == 3:
                         pivot = np.float64(sv[n // 2])
                         s1[0] = 0.0
@@ -544,7 +690,7 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                             s1[k + 1] = s1[k] + d
                             s2[k + 1] = s2[k] + d * d
                         a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
-                                           max_iter)
+                                           max_iter, 0, n, 0)
                     lo = sv[a]
                     hi = sv[b - 1]
                 # Bounds never split equal values, so the kept values are exactly sv[a:b].

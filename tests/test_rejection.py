@@ -144,6 +144,31 @@ def test_winsorized_spread_matches_reference_on_hard_samples(n: int) -> None:
             np.testing.assert_array_equal(g, r)
 
 
+@pytest.mark.parametrize("n", [3, 4, 12, 24, 41])
+@pytest.mark.parametrize("method", ["sigma", "winsorized"])
+def test_tiles_of_complete_pixels_match_reference(method: str, n: int) -> None:
+    """Where every pixel of a tile has all its values (the usual case inside a stack), the
+    first pass runs across the tile's pixels at once; it must give the scalar results,
+    including pixels whose clipping goes on for more passes or stops at max_iter."""
+    rng = np.random.default_rng(300 + n)
+    p = 64 * 6 + 17  # a partial tile at the end
+    block = rng.normal(100.0, 5.0, (n, p)) + np.linspace(0, 30, p)
+    hits = rng.random((n, p))
+    block[hits < 0.03] += rng.uniform(40, 5000, (hits < 0.03).sum())
+    block[hits > 0.99] -= rng.uniform(20, 60, (hits > 0.99).sum())
+    block[:, 64:128] = rng.standard_cauchy((n, 64)) * 4 + 100  # heavy tails
+    block[:, 128:192] = rng.integers(98, 102, (n, 64))  # coarse integers, many ties
+    block = block.astype(np.float32)
+    for low, high, max_iter in ((3.0, 3.0, None), (2.0, 2.5, None), (1.5, 1.5, 1),
+                                (2.0, 2.0, 2)):
+        params = RejectionParams(method, sigma_low=low, sigma_high=high, max_iter=max_iter)
+        got = reject_and_combine(block, params=params)
+        want = reference(block, None, params)
+        np.testing.assert_allclose(got.values, want[0], rtol=2e-6)
+        for g, r in zip(got[1:], want[1:], strict=True):
+            np.testing.assert_array_equal(g, r)
+
+
 def test_max_iter_limits_passes() -> None:
     block = make_block(25, 400, seed=3)
     for method in ("sigma", "winsorized", "linear"):
