@@ -413,31 +413,45 @@ def _first_pass_lanes(tile, n, width, winsorize, k_low, k_high, p1, p2, lane, co
         lane[_SPREAD, l] = np.sqrt(var) if var > 0.0 else 0.0
         state[l] = 0
     if winsorize:
+        # One array written per loop, so that the compiler can vectorise each.
         k = _WINSOR_CLAMP
+        centre, pivot, iterate = lane[_CENTRE], lane[_PIVOT], lane[_ITERATE]
+        clamp_lo, clamp_hi = lane[_CLAMP_LO], lane[_CLAMP_HI]
+        total, squares = lane[_SUM], lane[_SQUARES]
         for l in range(width):
-            lane[_ITERATE, l] = lane[_SPREAD, l]
+            iterate[l] = lane[_SPREAD, l]
         for step in range(_WINSOR_STEPS + 1):
             for l in range(width):
-                lane[_CLAMP_LO, l] = lane[_CENTRE, l] - k * lane[_ITERATE, l]
-                lane[_CLAMP_HI, l] = lane[_CENTRE, l] + k * lane[_ITERATE, l]
-                lane[_SUM, l] = 0.0
-                lane[_SQUARES, l] = 0.0
-                count[_BELOW, l] = 0
-                count[_ABOVE, l] = 0
-            for r in range(n):
-                for l in range(width):
-                    x = np.float64(tile[r, l])
-                    count[_BELOW, l] += 1 if x < lane[_CLAMP_LO, l] else 0
-                    count[_ABOVE, l] += 1 if x <= lane[_CLAMP_HI, l] else 0
-                    x = min(max(x, lane[_CLAMP_LO, l]), lane[_CLAMP_HI, l]) - lane[_PIVOT, l]
-                    lane[_SUM, l] += x
-                    lane[_SQUARES, l] += x * x
+                clamp_lo[l] = centre[l] - k * iterate[l]
+            for l in range(width):
+                clamp_hi[l] = centre[l] + k * iterate[l]
             if step == _WINSOR_STEPS:
                 break
             for l in range(width):
-                t = lane[_SUM, l]
-                var = (lane[_SQUARES, l] - t * t / m) / (m - 1)
-                lane[_ITERATE, l] = _WINSOR_GAIN * np.sqrt(var) if var > 0.0 else 0.0
+                total[l] = 0.0
+            for l in range(width):
+                squares[l] = 0.0
+            for r in range(n):
+                for l in range(width):
+                    total[l] += min(max(np.float64(tile[r, l]), clamp_lo[l]),
+                                    clamp_hi[l]) - pivot[l]
+                for l in range(width):
+                    x = min(max(np.float64(tile[r, l]), clamp_lo[l]), clamp_hi[l]) - pivot[l]
+                    squares[l] += x * x
+            for l in range(width):
+                t = total[l]
+                var = (squares[l] - t * t / m) / (m - 1)
+                iterate[l] = _WINSOR_GAIN * np.sqrt(var) if var > 0.0 else 0.0
+        below, above = count[_BELOW], count[_ABOVE]
+        for l in range(width):
+            below[l] = 0
+        for l in range(width):
+            above[l] = 0
+        for r in range(n):
+            for l in range(width):
+                below[l] += 1 if tile[r, l] < clamp_lo[l] else 0
+            for l in range(width):
+                above[l] += 1 if tile[r, l] <= clamp_hi[l] else 0
         # The segment of the last iterate: values [0, j1) clamped low, [j2, n) high.
         g2 = _WINSOR_GAIN * _WINSOR_GAIN
         for l in range(width):
@@ -621,6 +635,13 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
         lane = np.empty((8, _TILE), np.float64)
         count = np.empty((2, _TILE), np.int64)
         state = np.empty(_TILE, np.int8)
+        b_lo = np.empty(_TILE, np.float32)
+        b_hi = np.empty(_TILE, np.float32)
+        t_low = np.empty(_TILE, np.int64)
+        t_high = np.empty(_TILE, np.int64)
+        t_kept = np.empty(_TILE, np.int64)
+        s_w = np.empty(_TILE, np.float64)
+        s_wv = np.empty(_TILE, np.float64)
         counts = frame_counts[chunk]
         for t0 in range(p0, p1, _TILE):
             width = min(_TILE, p1 - t0)
@@ -655,75 +676,84 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                     _first_pass_lanes(tile, valid[0], width, method == 3, k_low, k_high,
                                       tile_s1, tile_s2, lane, count, state)
             for l in range(width):
-                p = t0 + l
+                b_lo[l] = -np.inf
+                b_hi[l] = np.inf
+            for l in range(width):
+                if plain_mean:
+                    break
+                n = valid[l]
+                if n == 0:
+                    continue  # no value is counted: all are NaN
+                for k in range(n):
+                    sv[k] = tile[k, l]
                 a = 0
-                b = 0
-                lo = -np.inf
-                hi = np.inf
-                if not plain_mean:
-                    n = valid[l]
-                    b = n
-                    if n == 0:
-                        values[p] = np.nan
-                        n_low[p] = 0
-                        n_high[p] = 0
-                        n_used[p] = 0
-                        continue
+                b = n
+                if method == 1:
+                    a, b = _percentile_range(sv, n, p_low, p_high)
+                elif lanes and state[l] == 1:
+                    for k in range(n + 1):
+                        s1[k] = tile_s1[k, l]
+                        s2[k] = tile_s2[k, l]
+                    a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
+                                       max_iter, count[_BELOW, l], count[_ABOVE, l], 1)
+                elif (method == 2 or method == 3) and not (lanes and state[l] == 0):
+                    pivot = np.float64(sv[n // 2])
+                    s1[0] = 0.0
+                    s2[0] = 0.0
                     for k in range(n):
-                        sv[k] = tile[k, l]
-                    if method == 1:
-                        a, b = _percentile_range(sv, n, p_low, p_high)
-                    elif lanes and state[l] == 0:
-                        a = 0
-                    elif lanes and state[l] == 1:
-                        for k in range(n + 1):
-                            s1[k] = tile_s1[k, l]
-                            s2[k] = tile_s2[k, l]
-                        a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
-                                           max_iter, count[_BELOW, l], count[_ABOVE, l], 1)
-                    elif method == 2 or method == 3:
-                        pivot = np.float64(sv[n // 2])
-                        s1[0] = 0.0
-                        s2[0] = 0.0
-                        for k in range(n):
-                            d = sv[k] - pivot
-                            s1[k + 1] = s1[k] + d
-                            s2[k + 1] = s2[k] + d * d
-                        a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
-                                           max_iter, 0, n, 0)
-                    lo = sv[a]
-                    hi = sv[b - 1]
+                        d = sv[k] - pivot
+                        s1[k + 1] = s1[k] + d
+                        s2[k + 1] = s2[k] + d * d
+                    a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
+                                       max_iter, 0, n, 0)
                 # Bounds never split equal values, so the kept values are exactly sv[a:b].
+                b_lo[l] = sv[a]
+                b_hi[l] = sv[b - 1]
+                if median_combine:
+                    values[t0 + l] = _median_sorted(sv, a, b)
+            # Count and weight each frame's values against the bounds, across the tile: one
+            # array written per loop, so that the compiler can vectorise each (NaN fails
+            # every comparison).
+            for l in range(width):
+                t_low[l] = 0
+                t_high[l] = 0
+                t_kept[l] = 0
+                s_w[l] = 0.0
+                s_wv[l] = 0.0
+            for i in range(n_frames):
+                row = block[i, t0:t0 + width]
+                w = weights[i]
                 lows = 0
+                for l in range(width):
+                    x = 1 if row[l] < b_lo[l] else 0
+                    lows += x
+                    t_low[l] += x
                 highs = 0
-                kept = 0
-                wsum = 0.0
-                vsum = 0.0
-                for i in range(n_frames):
-                    v = block[i, p]
-                    if v != v:
-                        continue
-                    counts[i, 2] += 1
-                    if v < lo:
-                        lows += 1
-                        counts[i, 0] += 1
-                    elif v > hi:
-                        highs += 1
-                        counts[i, 1] += 1
-                    else:
-                        kept += 1
-                        w = weights[i]
-                        wsum += w
-                        vsum += w * v
-                if kept == 0:
+                for l in range(width):
+                    x = 1 if row[l] > b_hi[l] else 0
+                    highs += x
+                    t_high[l] += x
+                for l in range(width):
+                    t_kept[l] += 1 if (row[l] >= b_lo[l] and row[l] <= b_hi[l]) else 0
+                for l in range(width):
+                    s_w[l] += w if (row[l] >= b_lo[l] and row[l] <= b_hi[l]) else 0.0
+                for l in range(width):
+                    s_wv[l] += w * row[l] if (row[l] >= b_lo[l] and row[l] <= b_hi[l]) else 0.0
+                seen = 0
+                for l in range(width):
+                    seen += 1 if row[l] == row[l] else 0
+                counts[i, 0] += lows
+                counts[i, 1] += highs
+                counts[i, 2] += seen
+            for l in range(width):
+                p = t0 + l
+                if t_kept[l] == 0:
                     values[p] = np.nan
-                elif median_combine:
-                    values[p] = _median_sorted(sv, a, b)
-                else:
-                    values[p] = vsum / wsum
-                n_low[p] = lows
-                n_high[p] = highs
-                n_used[p] = kept
+                elif not median_combine:
+                    values[p] = s_wv[l] / s_w[l]
+                n_low[p] = t_low[l]
+                n_high[p] = t_high[l]
+                n_used[p] = t_kept[l]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
