@@ -278,6 +278,27 @@ def _root_in(qa, qb, qc, lo, hi, largest):
     return -1.0
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _segment_quadratic(nlo, nhi, m, d, inner_sum, inner_squares):
+    """``(ha, hb, hc)``: the fixed points of the winsorized spread on one segment (``nlo``
+    values clamped low, ``nhi`` high, of ``m``) are the roots of ``h(s) = ha s^2 + hb s + hc
+    = s^2 - GAIN^2 var(s)``. ``d`` is the centre minus the pivot; ``inner_sum`` and
+    ``inner_squares`` sum the unclamped values minus the pivot and their squares."""
+    k = _WINSOR_CLAMP
+    g2 = _WINSOR_GAIN * _WINSOR_GAIN
+    # Sum and sum of squares of the clamped values (relative to the pivot) as polynomials
+    # in s: total = t1 s + t0, squares = q2 s^2 + q1 s + q0.
+    t1 = k * (nhi - nlo)
+    t0 = (nlo + nhi) * d + inner_sum
+    q2 = k * k * (nlo + nhi)
+    q1 = 2.0 * k * d * (nhi - nlo)
+    q0 = (nlo + nhi) * d * d + inner_squares
+    ha = 1.0 - g2 * (q2 - t1 * t1 / m) / (m - 1)
+    hb = -g2 * (q1 - 2.0 * t1 * t0 / m) / (m - 1)
+    hc = -g2 * (q0 - t0 * t0 / m) / (m - 1)
+    return ha, hb, hc
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
     """The winsorized spread of sorted ``sv[a:b]`` around ``c``, starting from ``s``: the
@@ -292,25 +313,13 @@ def _winsorized_sigma(sv, s1, s2, pivot, a, b, c, s):
     prefix sums of ``sv - pivot`` and its square.
     """
     m = b - a
-    g2 = _WINSOR_GAIN * _WINSOR_GAIN
     k = _WINSOR_CLAMP
     d = c - pivot
     j1 = _lower_bound(sv, a, b, c - k * s)  # [a, j1) clamped low
     j2 = _upper_bound(sv, j1, b, c + k * s)  # [j2, b) clamped high
     for _ in range(2 * m + 4):  # each step releases or clamps a value
-        nlo = j1 - a
-        nhi = b - j2
-        # Sum and sum of squares of the clamped values (relative to pivot) as polynomials
-        # in s: total = t1 s + t0, squares = q2 s^2 + q1 s + q0.
-        t1 = k * (nhi - nlo)
-        t0 = (nlo + nhi) * d + (s1[j2] - s1[j1])
-        q2 = k * k * (nlo + nhi)
-        q1 = 2.0 * k * d * (nhi - nlo)
-        q0 = (nlo + nhi) * d * d + (s2[j2] - s2[j1])
-        # A fixed point is a root of h(s) = s^2 - g2 * var(s).
-        ha = 1.0 - g2 * (q2 - t1 * t1 / m) / (m - 1)
-        hb = -g2 * (q1 - 2.0 * t1 * t0 / m) / (m - 1)
-        hc = -g2 * (q0 - t0 * t0 / m) / (m - 1)
+        ha, hb, hc = _segment_quadratic(j1 - a, b - j2, m, d, s1[j2] - s1[j1],
+                                        s2[j2] - s2[j1])
         h = (ha * s + hb) * s + hc
         if h == 0.0:
             return s
@@ -368,8 +377,8 @@ def _clip_range(sv, s1, s2, n, winsorize, k_low, k_high, max_iter, a, b, passes)
 
 
 # Rows of the per-pixel (lane) scratch of _first_pass_lanes.
-_PIVOT, _CENTRE, _SPREAD, _ITERATE, _CLAMP_LO, _CLAMP_HI, _SUM, _SQUARES = range(8)
-_BELOW, _ABOVE = range(2)
+_PIVOT, _CENTRE, _SPREAD, _ITERATE, _LIMIT_LO, _LIMIT_HI, _SUM, _SQUARES = range(8)
+_BELOW, _UP_TO = range(2)
 _WINSOR_STEPS = 2
 """Plain iterations of the winsorized spread across a tile before its exact fixed point is
 looked for in the segment they reached."""
@@ -379,130 +388,133 @@ looked for in the segment they reached."""
 def _first_pass_lanes(tile, n, width, winsorize, k_low, k_high, p1, p2, lane, count, state):
     """The first clipping pass of each pixel of a tile whose pixels all have ``n`` valid
     values (rows 0..n-1 of the sorted ``tile``), computed across pixels so that the compiler
-    can vectorise it: the scalar code spends most of its time on this pass, which for most
-    pixels (plain sky) is the only one.
+    can vectorise it: the scalar code spent most of its time on this pass, which for most
+    pixels (plain sky) is the only one. Each loop over the pixels writes one array, which
+    is what lets the compiler vectorise it.
 
     Per pixel, ``state`` becomes 0 when the pass ends the clipping (nothing rejected, or
     fewer than 2 values would be kept: all n are kept), 1 when the scalar passes go on from
-    the kept range ``count[_BELOW], count[_ABOVE]`` after one pass, or 2 when the winsorized
+    the kept range ``count[_BELOW], count[_UP_TO]`` after one pass, or 2 when the winsorized
     fixed point was not found here and the scalar code redoes the pixel. The results are
     those of :func:`_clip_range`: the same prefix sums ``p1``/``p2``, median and spread, and
     the fixed point is the root of the same quadratic, of the segment the plain iteration
     reached (the iteration moves monotonically towards the fixed point the scalar walk finds,
     so no other fixed point lies between).
     """
+    pivot, centre, spread = lane[_PIVOT], lane[_CENTRE], lane[_SPREAD]
+    limit_lo, limit_hi = lane[_LIMIT_LO], lane[_LIMIT_HI]
+    n_below, n_up_to = count[_BELOW], count[_UP_TO]
     mid = n // 2
     m = n
     for l in range(width):
-        lane[_PIVOT, l] = np.float64(tile[mid, l])
+        pivot[l] = np.float64(tile[mid, l])
         p1[0, l] = 0.0
         p2[0, l] = 0.0
     for k in range(n):
         for l in range(width):
-            d = tile[k, l] - lane[_PIVOT, l]
+            d = tile[k, l] - pivot[l]
             p1[k + 1, l] = p1[k, l] + d
             p2[k + 1, l] = p2[k, l] + d * d
     for l in range(width):
         if m % 2 == 1:
-            lane[_CENTRE, l] = tile[mid, l]
+            centre[l] = tile[mid, l]
         else:
-            lane[_CENTRE, l] = 0.5 * (tile[mid - 1, l] + tile[mid, l])
+            centre[l] = 0.5 * (tile[mid - 1, l] + tile[mid, l])
         total = p1[n, l] - p1[0, l]
         squares = p2[n, l] - p2[0, l]
         var = (squares - total * total / m) / (m - 1)
-        lane[_SPREAD, l] = np.sqrt(var) if var > 0.0 else 0.0
+        spread[l] = np.sqrt(var) if var > 0.0 else 0.0
         state[l] = 0
     if winsorize:
-        # One array written per loop, so that the compiler can vectorise each.
-        k = _WINSOR_CLAMP
-        centre, pivot, iterate = lane[_CENTRE], lane[_PIVOT], lane[_ITERATE]
-        clamp_lo, clamp_hi = lane[_CLAMP_LO], lane[_CLAMP_HI]
-        total, squares = lane[_SUM], lane[_SQUARES]
-        for l in range(width):
-            iterate[l] = lane[_SPREAD, l]
-        for step in range(_WINSOR_STEPS + 1):
-            for l in range(width):
-                clamp_lo[l] = centre[l] - k * iterate[l]
-            for l in range(width):
-                clamp_hi[l] = centre[l] + k * iterate[l]
-            if step == _WINSOR_STEPS:
-                break
-            for l in range(width):
-                total[l] = 0.0
-            for l in range(width):
-                squares[l] = 0.0
-            for r in range(n):
-                for l in range(width):
-                    total[l] += min(max(np.float64(tile[r, l]), clamp_lo[l]),
-                                    clamp_hi[l]) - pivot[l]
-                for l in range(width):
-                    x = min(max(np.float64(tile[r, l]), clamp_lo[l]), clamp_hi[l]) - pivot[l]
-                    squares[l] += x * x
-            for l in range(width):
-                t = total[l]
-                var = (squares[l] - t * t / m) / (m - 1)
-                iterate[l] = _WINSOR_GAIN * np.sqrt(var) if var > 0.0 else 0.0
-        below, above = count[_BELOW], count[_ABOVE]
-        for l in range(width):
-            below[l] = 0
-        for l in range(width):
-            above[l] = 0
-        for r in range(n):
-            for l in range(width):
-                below[l] += 1 if tile[r, l] < clamp_lo[l] else 0
-            for l in range(width):
-                above[l] += 1 if tile[r, l] <= clamp_hi[l] else 0
-        # The segment of the last iterate: values [0, j1) clamped low, [j2, n) high.
-        g2 = _WINSOR_GAIN * _WINSOR_GAIN
-        for l in range(width):
-            s = lane[_ITERATE, l]
-            if not lane[_SPREAD, l] > 0.0:
-                continue  # no spread: nothing to winsorize (as in _clip_range)
-            j1 = count[_BELOW, l]
-            j2 = count[_ABOVE, l]
-            if not (s > 0.0 and j1 < j2):
-                state[l] = 2
-                continue
-            c = lane[_CENTRE, l]
-            d = c - lane[_PIVOT, l]
-            nlo = j1
-            nhi = n - j2
-            t1 = k * (nhi - nlo)
-            t0 = (nlo + nhi) * d + (p1[j2, l] - p1[j1, l])
-            q2 = k * k * (nlo + nhi)
-            q1 = 2.0 * k * d * (nhi - nlo)
-            q0 = (nlo + nhi) * d * d + (p2[j2, l] - p2[j1, l])
-            ha = 1.0 - g2 * (q2 - t1 * t1 / m) / (m - 1)
-            hb = -g2 * (q1 - 2.0 * t1 * t0 / m) / (m - 1)
-            hc = -g2 * (q0 - t0 * t0 / m) / (m - 1)
-            h = (ha * s + hb) * s + hc
-            r = s
-            if h > 0.0:
-                below = (c - tile[j1, l]) / k
-                above = (tile[j2 - 1, l] - c) / k
-                r = _root_in(ha, hb, hc, max(below, above, 0.0), s, True)
-            elif h < 0.0:
-                below = (c - tile[j1 - 1, l]) / k if j1 > 0 else np.inf
-                above = (tile[j2, l] - c) / k if j2 < n else np.inf
-                r = _root_in(ha, hb, hc, s, min(below, above), False)
-            if r > 0.0:
-                lane[_SPREAD, l] = r
-            else:
-                state[l] = 2
+        _winsorized_lanes(tile, n, width, p1, p2, lane, count, state)
     for l in range(width):
-        lane[_CLAMP_LO, l] = lane[_CENTRE, l] - k_low * lane[_SPREAD, l]
-        lane[_CLAMP_HI, l] = lane[_CENTRE, l] + k_high * lane[_SPREAD, l]
-        count[_BELOW, l] = 0
-        count[_ABOVE, l] = 0
-    for r in range(n):
-        for l in range(width):
-            count[_BELOW, l] += 1 if tile[r, l] < lane[_CLAMP_LO, l] else 0
-            count[_ABOVE, l] += 1 if tile[r, l] <= lane[_CLAMP_HI, l] else 0
+        limit_lo[l] = centre[l] - k_low * spread[l]
     for l in range(width):
-        na = count[_BELOW, l]
-        nb = count[_ABOVE, l]
+        limit_hi[l] = centre[l] + k_high * spread[l]
+    _count_limits(tile, n, width, limit_lo, limit_hi, n_below, n_up_to)
+    for l in range(width):
+        na = n_below[l]
+        nb = n_up_to[l]
         if state[l] == 0 and not (nb - na < 2 or (na == 0 and nb == n)):
             state[l] = 1
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _count_limits(tile, n, width, limit_lo, limit_hi, n_below, n_up_to):
+    """Per pixel of the sorted tile: values below ``limit_lo`` and values up to
+    ``limit_hi`` (the first index kept, and one past the last)."""
+    for l in range(width):
+        n_below[l] = 0
+    for l in range(width):
+        n_up_to[l] = 0
+    for r in range(n):
+        for l in range(width):
+            n_below[l] += 1 if tile[r, l] < limit_lo[l] else 0
+        for l in range(width):
+            n_up_to[l] += 1 if tile[r, l] <= limit_hi[l] else 0
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _winsorized_lanes(tile, n, width, p1, p2, lane, count, state):
+    """The winsorized spread of each pixel of the tile (see :func:`_first_pass_lanes`),
+    replacing the sample spread in ``lane[_SPREAD]``; ``state`` 2 where it is left to the
+    scalar walk."""
+    k = _WINSOR_CLAMP
+    m = n
+    pivot, centre, spread, iterate = lane[_PIVOT], lane[_CENTRE], lane[_SPREAD], lane[_ITERATE]
+    limit_lo, limit_hi = lane[_LIMIT_LO], lane[_LIMIT_HI]
+    clamped_sum, clamped_squares = lane[_SUM], lane[_SQUARES]
+    for l in range(width):
+        iterate[l] = spread[l]
+    for step in range(_WINSOR_STEPS + 1):
+        for l in range(width):
+            limit_lo[l] = centre[l] - k * iterate[l]
+        for l in range(width):
+            limit_hi[l] = centre[l] + k * iterate[l]
+        if step == _WINSOR_STEPS:
+            break
+        for l in range(width):
+            clamped_sum[l] = 0.0
+        for l in range(width):
+            clamped_squares[l] = 0.0
+        for r in range(n):
+            for l in range(width):
+                clamped_sum[l] += min(max(np.float64(tile[r, l]), limit_lo[l]),
+                                      limit_hi[l]) - pivot[l]
+            for l in range(width):
+                x = min(max(np.float64(tile[r, l]), limit_lo[l]), limit_hi[l]) - pivot[l]
+                clamped_squares[l] += x * x
+        for l in range(width):
+            t = clamped_sum[l]
+            var = (clamped_squares[l] - t * t / m) / (m - 1)
+            iterate[l] = _WINSOR_GAIN * np.sqrt(var) if var > 0.0 else 0.0
+    # The segment of the last iterate: values [0, j1) clamped low, [j2, n) high.
+    _count_limits(tile, n, width, limit_lo, limit_hi, count[_BELOW], count[_UP_TO])
+    for l in range(width):
+        s = iterate[l]
+        if not spread[l] > 0.0:
+            continue  # no spread: nothing to winsorize (as in _clip_range)
+        j1 = count[_BELOW, l]
+        j2 = count[_UP_TO, l]
+        if not (s > 0.0 and j1 < j2):
+            state[l] = 2
+            continue
+        c = centre[l]
+        ha, hb, hc = _segment_quadratic(j1, n - j2, m, c - pivot[l], p1[j2, l] - p1[j1, l],
+                                        p2[j2, l] - p2[j1, l])
+        h = (ha * s + hb) * s + hc
+        root = s
+        if h > 0.0:  # shrinking: the largest root down to where the segment ends
+            ends = max((c - tile[j1, l]) / k, (tile[j2 - 1, l] - c) / k, 0.0)
+            root = _root_in(ha, hb, hc, ends, s, True)
+        elif h < 0.0:  # growing: the smallest root up to where the segment ends
+            ends = min((c - tile[j1 - 1, l]) / k if j1 > 0 else np.inf,
+                       (tile[j2, l] - c) / k if j2 < n else np.inf)
+            root = _root_in(ha, hb, hc, s, ends, False)
+        if root > 0.0:
+            spread[l] = root
+        else:
+            state[l] = 2
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -695,7 +707,7 @@ def _kernel_by_value(block, network, weights, method, median_combine, k_low, k_h
                         s1[k] = tile_s1[k, l]
                         s2[k] = tile_s2[k, l]
                     a, b = _clip_range(sv, s1, s2, n, method == 3, k_low, k_high,
-                                       max_iter, count[_BELOW, l], count[_ABOVE, l], 1)
+                                       max_iter, count[_BELOW, l], count[_UP_TO, l], 1)
                 elif (method == 2 or method == 3) and not (lanes and state[l] == 0):
                     pivot = np.float64(sv[n // 2])
                     s1[0] = 0.0
