@@ -427,16 +427,22 @@ def _first_pass_lanes(tile, n, width, winsorize, k_low, k_high, p1, p2, lane, co
         state[l] = 0
     if winsorize:
         _winsorized_lanes(tile, n, width, p1, p2, lane, count, state)
-    for l in range(width):
-        limit_lo[l] = centre[l] - k_low * spread[l]
-    for l in range(width):
-        limit_hi[l] = centre[l] + k_high * spread[l]
+    _set_limits(width, centre, spread, k_low, k_high, limit_lo, limit_hi)
     _count_limits(tile, n, width, limit_lo, limit_hi, n_below, n_up_to)
     for l in range(width):
         na = n_below[l]
         nb = n_up_to[l]
         if state[l] == 0 and not (nb - na < 2 or (na == 0 and nb == n)):
             state[l] = 1
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _set_limits(width, centre, spread, k_low, k_high, limit_lo, limit_hi):
+    """Per pixel: ``centre - k_low * spread`` and ``centre + k_high * spread``."""
+    for l in range(width):
+        limit_lo[l] = centre[l] - k_low * spread[l]
+    for l in range(width):
+        limit_hi[l] = centre[l] + k_high * spread[l]
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -467,10 +473,7 @@ def _winsorized_lanes(tile, n, width, p1, p2, lane, count, state):
     for l in range(width):
         iterate[l] = spread[l]
     for step in range(_WINSOR_STEPS + 1):
-        for l in range(width):
-            limit_lo[l] = centre[l] - k * iterate[l]
-        for l in range(width):
-            limit_hi[l] = centre[l] + k * iterate[l]
+        _set_limits(width, centre, iterate, k, k, limit_lo, limit_hi)
         if step == _WINSOR_STEPS:
             break
         for l in range(width):
