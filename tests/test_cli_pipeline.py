@@ -161,3 +161,35 @@ def test_run_says_which_files_it_skipped_and_why(cli, tmp_path: Path) -> None:  
     said = " ".join(done.err.split())
     assert "IMG_0001.fits" in said and "frame type unknown" in said and "session add --kind" in said
     assert "none: no accepted, registered light" in " ".join(done.out.split())
+
+
+def test_stack_build_takes_in_a_new_night(cli, night_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """A second night of the target, added with `session add` only: `stack build` builds its
+    flat, analyses and registers its lights alone, warps only them and stacks all."""
+    import dataclasses
+    import datetime as dt
+
+    assert cli("run", night_dir, "-o", tmp_path / "first.fits", "--no-picture").code == 0
+    first = cli("stack", "list", "--json").json()[-1]
+    more = dataclasses.replace(NIGHT, n_lights=3, n_darks=0, n_bias=0, n_flats=4,
+                               n_bad_seeing=0, start=dt.datetime(2026, 11, 21, 21, 0))
+    write_sample_night(tmp_path / "night2", more)
+    assert cli("session", "add", tmp_path / "night2").code == 0
+    before = {f["id"]: f["fwhm_px"] for f in cli("frames", "list", "kind:light", "--json").json()}
+
+    built = cli("stack", "build", "--target", "M42", "--json").json()
+    caught = built["catch_up"]
+    assert (caught["masters_built"], caught["analysed"], caught["registered"]) == (1, 3, 3)
+    assert caught["failed"] == []
+    assert built["frames"] == first["n_frames"] + 3
+    assert built["warped"] == 3 and built["cached"] == first["n_frames"]
+    after = {f["id"]: f["fwhm_px"] for f in cli("frames", "list", "kind:light", "--json").json()}
+    assert all(after[i] == fwhm for i, fwhm in before.items() if fwhm is not None)
+    assert sum(fwhm is None for fwhm in before.values()) == 3
+    assert all(fwhm is not None for fwhm in after.values())
+
+    again = cli("stack", "build", "--target", "M42", "--json").json()
+    assert not any(again["catch_up"][k] for k in ("masters_built", "analysed", "registered"))
+    assert again["warped"] == 0 and again["frames"] == built["frames"]
+    plain = cli("stack", "build", "--target", "M42", "--no-catch-up").out
+    assert "Caught up" not in plain

@@ -144,6 +144,39 @@ def test_rebuild_and_diff(registered) -> None:  # noqa: ANN001
             selection
 
 
+def test_rebuild_takes_in_a_new_night(tmp_path: Path) -> None:
+    """A stack rebuilt on its own selection after a second night was only ingested: the new
+    lights are analysed and registered first, and only they are warped."""
+    import dataclasses
+    import datetime as dt
+
+    from .conftest import prepare_night
+    from oscdeep.pipeline.build import rebuild_stack
+    from oscdeep.pipeline.catch_up import pending_lights
+    from oscdeep.pipeline.sample_night import write_sample_night
+
+    night = dataclasses.replace(NIGHT, n_lights=4, satellite=False)
+    library, ids, _ = prepare_night(tmp_path / "one", night, register=True)
+    try:
+        build_stack(library, ids, name="all", output=tmp_path / "all.fits",
+                    options=StackOptions(workers=1))
+        write_sample_night(tmp_path / "two", dataclasses.replace(
+            night, n_lights=2, n_darks=0, n_flats=0, n_bias=0,
+            start=dt.datetime(2026, 11, 21, 21, 0)))
+        ingest(library, [tmp_path / "two"])
+        with library.session() as orm:
+            target_ids = set(orm.scalars(select(Frame.target_id).where(Frame.kind == "light")))
+            unmeasured, unregistered = pending_lights(orm, target_ids)
+        assert len(unmeasured) == 2 and unregistered == []
+        again = rebuild_stack(library, "all")
+        assert again.frames == 6 and again.warped == 2 and again.cached == 4
+        assert again.skipped == []
+        with library.session() as orm:
+            assert pending_lights(orm, target_ids) == ([], [])
+    finally:
+        library.close()
+
+
 @pytest.mark.parametrize(("cfa", "scale", "pixfrac", "filled"),
                          [(False, 2, 0.7, 0.99), (True, 1, 1.0, 0.95)])
 def test_drizzle_grids(registered, cfa: bool, scale: int, pixfrac: float,

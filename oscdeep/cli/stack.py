@@ -68,19 +68,25 @@ def stack_group() -> None:
 @click.option("--cache-limit", metavar="SIZE",
               help="Disk the warped-frame cache may use, e.g. 50G (default: half the free disk, "
                    "at most 20G); least recently used frames go first.")
+@click.option("--no-catch-up", "no_catch_up", is_flag=True,
+              help="Stack only the lights already analysed and registered (by default, lights "
+                   "of the target added since, e.g. a new night, are analysed and registered "
+                   "first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None,
                 select_text: str | None, method: str, low: float, high: float, norm: str,
                 weight: str, interp: str, debayer: str, drizzle: float | None, pixfrac: float,
                 cfa_drizzle: bool, name: str | None, output: str | None,
-                memory: str | None, cache_limit: str | None, as_json: bool,
+                memory: str | None, cache_limit: str | None, no_catch_up: bool, as_json: bool,
                 **kwargs: Any) -> None:
     """Calibrate, debayer, warp and integrate every accepted, registered light selected.
 
-    The selection is QUERY and the field options, ANDed with --target and --select. Warped
-    frames are cached in the library, so a new selection of the same lights skips that work.
-    Writes a 32-bit float RGB FITS with COVERAGE, REJ_LOW and REJ_HIGH extensions.
+    The selection is QUERY and the field options, ANDed with --target and --select. Lights
+    of the selected targets that were added since they were last processed (a new night)
+    are analysed and registered first; nothing else is redone. Warped frames are cached in
+    the library, so a new selection of the same lights skips that work. Writes a 32-bit
+    float RGB FITS with COVERAGE, REJ_LOW and REJ_HIGH extensions.
     """
     import shlex
 
@@ -98,11 +104,32 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
         parts.append(parse_query(shlex.split(select_text)))
     chosen = all_of(parts)
     library = app.library()
-    with library.session() as orm:
-        stmt = select_frames(chosen).where(Frame.kind == "light", Frame.status == "accepted")
-        frames = list(orm.scalars(stmt).unique())
-        ids = [f.id for f in frames]
-        targets = sorted({f.target.name for f in frames if f.target})
+
+    def selected() -> tuple[list[int], list[str], set[int]]:
+        with library.session() as orm:
+            stmt = select_frames(chosen).where(Frame.kind == "light",
+                                               Frame.status == "accepted")
+            frames = list(orm.scalars(stmt).unique())
+            return ([f.id for f in frames], sorted({f.target.name for f in frames if f.target}),
+                    {f.target_id for f in frames if f.target_id is not None})
+
+    ids, targets, target_ids = selected()
+    if target_name:  # its new lights may not match the selection before they are analysed
+        from sqlalchemy import select
+
+        from oscdeep.db.models import Target
+
+        with library.session() as orm:
+            target_ids |= set(orm.scalars(select(Target.id).where(Target.name == target_name)))
+    caught = None
+    if target_ids and not no_catch_up:
+        from oscdeep.pipeline.catch_up import catch_up
+
+        caught = catch_up(library, target_ids, progress=RichProgress())
+        if caught.did_something:
+            ids, targets, _ = selected()
+            if not as_json:
+                _print_catch_up(caught)
     if not ids:
         raise click.UsageError("no accepted light matches the selection")
     stack_name = unique_stack_name(library, name, targets[0] if len(targets) == 1 else "stack")
@@ -117,12 +144,22 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
                            cache_limit=_memory(cache_limit))
     report = build_stack(library, ids, name=stack_name, output=out_path, options=options,
                          selection=chosen.text(), progress=RichProgress())
-    _print_report(report, as_json)
+    _print_report(report, as_json, caught)
 
 
-def _print_report(report: Any, as_json: bool) -> None:
+def _print_catch_up(caught: Any) -> None:
+    out().print(f"Caught up: {caught.analysed} new lights analysed, {caught.registered} "
+                f"registered" + (f", {caught.masters_built} masters built"
+                                 if caught.masters_built else ""))
+    for frame_id, why in caught.failed:
+        err_line(f"[yellow]left out:[/] frame {frame_id}: {why}")
+    for w in dict.fromkeys(caught.warnings):
+        err_line(f"[yellow]warning:[/] {w}")
+
+
+def _print_report(report: Any, as_json: bool, caught: Any = None) -> None:
     if as_json:
-        print_json(vars(report))
+        print_json({**vars(report), "catch_up": vars(caught) if caught is not None else None})
         return
     out().print(f"Stack [bold]{report.name}[/] (#{report.stack_id}): {report.frames} lights, "
                 f"{fmt_duration(report.stats.get('total_exposure_s'))} → {report.output}")

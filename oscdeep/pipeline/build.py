@@ -429,13 +429,22 @@ def build_stack(library: Library, frame_ids: Sequence[int], *, name: str, output
 
 def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
                   new_name: str | None = None, output: str | os.PathLike[str] | None = None,
-                  progress: Progress | None = None) -> StackReport:
+                  progress: Progress | None = None, catch_up: bool = True) -> StackReport:
     """Build stack ``ref`` again (its options; its selection or ``selection``), into
-    ``output`` or, by default, its own file (a new stack: a file named after it beside)."""
+    ``output`` or, by default, its own file (a new stack: a file named after it beside).
+    With ``catch_up``, lights of its target added since are analysed and registered first."""
     import shlex
 
     from oscdeep.query import parse_query, select_frames
 
+    failed: list[tuple[int, str]] = []
+    if catch_up:
+        from oscdeep.pipeline.catch_up import catch_up as catch_up_lights
+
+        with library.session() as orm:
+            target_id = catalog.find_stack(orm, ref).target_id
+        if target_id is not None:
+            failed = catch_up_lights(library, [target_id], progress=progress).failed
     with library.session() as orm:
         old = catalog.find_stack(orm, ref)
         words = shlex.split(selection if selection is not None else (old.selection or ""))
@@ -454,8 +463,10 @@ def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
         name = unique_stack_name(library, new_name, name)
         if output is None:
             output = Path(old_output).with_name(name.replace(" ", "_").replace("#", "") + ".fits")
-        return build_stack(library, ids, name=name, output=output, options=options,
-                           selection=query.text(), progress=progress)
+        report = build_stack(library, ids, name=name, output=output, options=options,
+                             selection=query.text(), progress=progress)
+        report.skipped[:0] = failed
+        return report
     # Built under a temporary name; the old record is replaced only once the new one exists.
     report = build_stack(library, ids, name=f"{name} (rebuilding {old_id})",
                          output=output if output is not None else old_output,
@@ -465,6 +476,7 @@ def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
         orm.flush()
         orm.get(Stack, report.stack_id).name = name
     report.name = name
+    report.skipped[:0] = failed
     return report
 
 
