@@ -148,9 +148,10 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
 
 
 def _print_catch_up(caught: Any) -> None:
+    built = caught.masters_built
     out().print(f"Caught up: {caught.analysed} new lights analysed, {caught.registered} "
-                f"registered" + (f", {caught.masters_built} masters built"
-                                 if caught.masters_built else ""))
+                f"registered" + (f", {built} master{'s' if built > 1 else ''} built"
+                                 if built else ""))
     for frame_id, why in caught.failed:
         err_line(f"[yellow]left out:[/] frame {frame_id}: {why}")
     for w in dict.fromkeys(caught.warnings):
