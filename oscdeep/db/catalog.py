@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from oscdeep.db.models import Frame, Session, Stack, Target
 from oscdeep.errors import NotFoundError
 from oscdeep.types import FrameKind, FrameStatus
+
+
+def target_lights(target_ids: Iterable[int], *, accepted_only: bool = True) -> Select[tuple[int]]:
+    """``SELECT`` of the ids of the lights of ``target_ids``, in time order: the accepted
+    ones, or (``accepted_only=False``) all but those the user or the auto-reject rejected."""
+    stmt = select(Frame.id).where(Frame.kind == FrameKind.LIGHT,
+                                  Frame.target_id.in_(list(target_ids)))
+    if accepted_only:
+        stmt = stmt.where(Frame.status == FrameStatus.ACCEPTED)
+    else:
+        stmt = stmt.where(Frame.status != FrameStatus.REJECTED)
+    return stmt.order_by(Frame.date_obs, Frame.id)
 
 
 def get_or_create_target(orm: OrmSession, name: str) -> Target:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from oscdeep.db import catalog
 from oscdeep.db.engine import Library
 from oscdeep.db.models import Frame, Target
 from oscdeep.pipeline.forked import step_in_child
@@ -49,12 +50,7 @@ class RunReport:
 
 def _lights(library: Library, target_ids: set[int], *, accepted_only: bool) -> list[int]:
     with library.session() as orm:
-        stmt = select(Frame.id).where(Frame.kind == "light", Frame.target_id.in_(target_ids))
-        if accepted_only:
-            stmt = stmt.where(Frame.status == FrameStatus.ACCEPTED)
-        else:
-            stmt = stmt.where(Frame.status != FrameStatus.REJECTED)
-        return list(orm.scalars(stmt.order_by(Frame.date_obs)))
+        return list(orm.scalars(catalog.target_lights(target_ids, accepted_only=accepted_only)))
 
 
 def _ingest_and_masters(library: Library, *, progress: Progress,
