@@ -92,9 +92,9 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
 
     from oscdeep.cli.calib import _memory
     from oscdeep.cli.console import RichProgress
-    from oscdeep.db.models import Frame
     from oscdeep.pipeline.build import StackOptions, build_stack, unique_stack_name
-    from oscdeep.query import all_of, parse_query, select_frames
+    from oscdeep.pipeline.catch_up import select_lights
+    from oscdeep.query import all_of, parse_query
 
     tokens = list(query)
     if target_name:
@@ -104,32 +104,12 @@ def stack_build(app: AppContext, query: tuple[str, ...], target_name: str | None
         parts.append(parse_query(shlex.split(select_text)))
     chosen = all_of(parts)
     library = app.library()
-
-    def selected() -> tuple[list[int], list[str], set[int]]:
-        with library.session() as orm:
-            stmt = select_frames(chosen).where(Frame.kind == "light",
-                                               Frame.status == "accepted")
-            frames = list(orm.scalars(stmt).unique())
-            return ([f.id for f in frames], sorted({f.target.name for f in frames if f.target}),
-                    {f.target_id for f in frames if f.target_id is not None})
-
-    ids, targets, target_ids = selected()
-    if target_name:  # its new lights may not match the selection before they are analysed
-        from sqlalchemy import select
-
-        from oscdeep.db.models import Target
-
-        with library.session() as orm:
-            target_ids |= set(orm.scalars(select(Target.id).where(Target.name == target_name)))
-    caught = None
-    if target_ids and not no_catch_up:
-        from oscdeep.pipeline.catch_up import catch_up
-
-        caught = catch_up(library, target_ids, progress=RichProgress())
-        if caught.did_something:
-            ids, targets, _ = selected()
-            if not as_json:
-                _print_catch_up(caught)
+    chosen_lights = select_lights(library, chosen, targets=[target_name] if target_name else [],
+                                  catch_up_first=not no_catch_up, progress=RichProgress())
+    ids, targets, caught = (chosen_lights.frame_ids, chosen_lights.target_names,
+                            chosen_lights.caught_up)
+    if caught is not None and caught.did_something and not as_json:
+        _print_catch_up(caught)
     if not ids:
         raise click.UsageError("no accepted light matches the selection")
     stack_name = unique_stack_name(library, name, targets[0] if len(targets) == 1 else "stack")

@@ -435,28 +435,23 @@ def rebuild_stack(library: Library, ref: str, *, selection: str | None = None,
     With ``catch_up``, lights of its target added since are analysed and registered first."""
     import shlex
 
-    from oscdeep.query import parse_query, select_frames
+    from oscdeep.pipeline.catch_up import select_lights
+    from oscdeep.query import parse_query
 
-    failed: list[tuple[int, str]] = []
-    if catch_up:
-        from oscdeep.pipeline.catch_up import catch_up as catch_up_lights
-
-        with library.session() as orm:
-            target_id = catalog.find_stack(orm, ref).target_id
-        if target_id is not None:
-            failed = catch_up_lights(library, [target_id], progress=progress).failed
     with library.session() as orm:
         old = catalog.find_stack(orm, ref)
         words = shlex.split(selection if selection is not None else (old.selection or ""))
         if old.target is not None and f"target_id:{old.target_id}" not in words:
             words.append(f"target_id:{old.target_id}")
         query = parse_query(words)
-        stmt = select_frames(query).where(Frame.kind == "light",
-                                          Frame.status == FrameStatus.ACCEPTED)
-        ids = [f.id for f in orm.scalars(stmt).unique()]
         options = StackOptions(**{k: v for k, v in old.options.items()
                                   if k in StackOptions.__dataclass_fields__})
         name, old_output, old_id = old.name, old.output_path, old.id
+        target = [old.target.name] if old.target is not None else []
+    chosen = select_lights(library, query, targets=target, catch_up_first=catch_up,
+                           progress=progress)
+    ids = chosen.frame_ids
+    failed = chosen.caught_up.failed if chosen.caught_up is not None else []
     if output is None and old_output is None:
         raise OscdeepError(f"stack {name!r} has no output file to rebuild; give one")
     if new_name is not None:
